@@ -1,0 +1,300 @@
+"""Typed configs behind the Hydra tree in ``conf/``, their validation, and composition.
+
+Every field has a one-line doc; ``validate`` turns a composed config into these dataclasses and
+raises a one-line ``ConfigError`` for any bad value. The run identity hashes only the semantic
+part (model, data, objective, train, seed), never logging or output settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from dualobj.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Transformer shape. One pre-norm decoder; the objective decides the attention mask."""
+
+    name: str = MISSING  # size label, e.g. tiny
+    vocab_size: int = 8192  # tokenizer vocabulary (BPE is trained to this size)
+    d_model: int = 128  # residual width
+    n_layers: int = 4  # transformer blocks
+    n_heads: int = 4  # attention heads (head dim = d_model / n_heads)
+    d_ff: int = 352  # SwiGLU hidden width
+    seq_len: int = 128  # tokens per training sequence (context length)
+    rope_theta: float = 10000.0  # RoPE base frequency
+    norm_eps: float = 1e-6  # RMSNorm epsilon
+    head: str = "linear"  # linear (norm + linear) | classifier (the paper's norm, linear, GELU, linear+bias)
+    attention: str = "auto"  # auto | sdpa (dense document mask) | flex (FlexAttention block mask, GPU)
+
+
+@dataclass
+class DataConfig:
+    """Corpus, tokenizer and data repetition."""
+
+    source: str = "wiki"  # wiki (embedded default) | text (one file) | textdir (folder of .txt) | jsonl
+    path: str | None = None  # file or folder for text/textdir/jsonl sources
+    text_field: str = "text"  # JSONL field that holds the document text
+    repetitions: float = 1  # R: the unique data is train.tokens / R tokens, each seen R times
+    val_fraction: float = 0.05  # share of documents held out for validation (by content hash)
+    order_seed: int = 1234  # fixed document order (never depends on R or the run seed)
+    tokenizer: str | None = None  # path to a tokenizer.json; empty = train a byte-level BPE here
+    cache_dir: str = "~/.cache/dualobj"  # token memmaps and tokenizers, keyed by (corpus, tokenizer)
+    val_sequences: int = 32  # validation windows used by in-training validation
+
+
+@dataclass
+class ObjectiveConfig:
+    """The dual objective: alpha * AR + (1 - alpha) * masked diffusion (MNTP form)."""
+
+    alpha: float = 0.5  # AR weight: share of sequences trained with the causal AR loss (1 = pure AR)
+    ar_loss_scale: float = 1.0  # extra factor on the AR loss (the official code uses 2.0)
+    z_loss: float = 1e-4  # weight of the log-partition penalty logsumexp(logits)^2
+    min_mask_frac: float = 1e-4  # floor of the realised mask fraction in the 1/t weights
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, budget and bookkeeping."""
+
+    tokens: int = 1_000_000  # token budget D (target tokens seen); steps = D / (batch_size * seq_len)
+    batch_size: int = 32  # sequences per optimizer step (global batch)
+    micro_batch_size: int = 0  # sequences per forward pass (0 = batch_size); gradients accumulate
+    optimizer: str = "adamw"  # adamw | muon (Muon on 2-D body matrices, AdamW on the rest, as the paper)
+    lr: float = 3e-3  # peak learning rate
+    weight_decay: float = 0.1  # decoupled weight decay
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas
+    warmup: float = 0.02  # share of steps with linear warm-up
+    cooldown: float = 0.25  # share of steps with linear decay to zero at the end (WSD)
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    precision: str = "auto"  # auto (bf16 where the hardware supports it) | bf16 | fp32
+    compile: bool = False  # torch.compile the model (pays a one-time compile per process)
+    threads: int = 0  # torch CPU threads (0 = torch default)
+    log_every: int = 10  # steps between training-metric lines
+    eval_every: int = 0  # steps between validations (0 = about 8 per run)
+    checkpoint_every: int = 0  # steps between checkpoints (0 = about 8 per run)
+    keep_checkpoints: int = 2  # checkpoints kept on disk (the newest ones)
+    progress: bool = True  # show a progress bar
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go besides the run directory's own files (which are the source of truth)."""
+
+    name: str = "local"  # local | wandb
+    mode: str = "offline"  # wandb mode: offline | online | disabled
+    project: str = "dualobj"  # wandb project
+    entity: str | None = None  # wandb entity (team or user)
+    group: str | None = None  # wandb group (a sweep sets its name)
+
+
+@dataclass
+class Config:
+    """A whole training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)  # conf/model/: the network's shape
+    data: DataConfig = field(default_factory=DataConfig)  # conf/data/: corpus, tokenizer, repetition
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # conf/objective/: the AR/MD mix
+    train: TrainConfig = field(default_factory=TrainConfig)  # conf/train/: optimisation and budget
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # conf/logger/: metric mirrors
+    seed: int = 0  # seeds model init, data order within epochs, masking
+    out: str | None = None  # run directory (default: runs/<run id>)
+
+
+CHOICES = {
+    "model.head": ("linear", "classifier"),
+    "model.attention": ("auto", "sdpa", "flex"),
+    "data.source": ("wiki", "text", "textdir", "jsonl"),
+    "train.optimizer": ("adamw", "muon"),
+    "train.precision": ("auto", "bf16", "fp32"),
+    "logger.name": ("local", "wandb"),
+    "logger.mode": ("offline", "online", "disabled"),
+}
+
+
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
+def validate(cfg: Config) -> Config:
+    """Raise a one-line ConfigError naming the bad key and the fix; return cfg unchanged."""
+    m, d, o, t = cfg.model, cfg.data, cfg.objective, cfg.train
+    for key, allowed in CHOICES.items():
+        group, name = key.split(".")
+        value = getattr(getattr(cfg, group), name)
+        _check(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}; pick one of them")
+    a = o.alpha
+    _check(
+        isinstance(a, (int, float)) and math.isfinite(a) and 0.0 <= a <= 1.0,
+        f"objective.alpha={a} is outside [0, 1]; it is the AR weight (1 = pure AR, 0 = pure diffusion)",
+    )
+    r = d.repetitions
+    _check(
+        float(r) == int(r) and r >= 1,
+        f"data.repetitions={r} must be a whole number >= 1 (R=1 means every token is unique)",
+    )
+    for key, value in [
+        ("model.vocab_size", m.vocab_size), ("model.d_model", m.d_model), ("model.n_layers", m.n_layers),
+        ("model.n_heads", m.n_heads), ("model.d_ff", m.d_ff), ("model.seq_len", m.seq_len),
+        ("train.tokens", t.tokens), ("train.batch_size", t.batch_size), ("train.log_every", t.log_every),
+        ("train.keep_checkpoints", t.keep_checkpoints), ("data.val_sequences", d.val_sequences),
+    ]:
+        _check(isinstance(value, int) and value >= 1, f"{key}={value} must be a positive integer")
+    _check(m.d_model % m.n_heads == 0 and (m.d_model // m.n_heads) % 2 == 0,
+           f"model.d_model={m.d_model} must split into model.n_heads={m.n_heads} heads of even size (RoPE)")
+    _check(m.vocab_size >= 261, f"model.vocab_size={m.vocab_size} is too small for byte-level BPE; use at least 261")
+    _check(m.rope_theta > 0 and m.norm_eps > 0, "model.rope_theta and model.norm_eps must be > 0")
+    mb = t.micro_batch_size or t.batch_size
+    _check(0 < mb <= t.batch_size and t.batch_size % mb == 0,
+           f"train.micro_batch_size={t.micro_batch_size} must divide train.batch_size={t.batch_size}")
+    step_tokens = t.batch_size * m.seq_len
+    _check(t.tokens >= step_tokens,
+           f"train.tokens={t.tokens} is below one optimizer step ({t.batch_size} x {m.seq_len} = "
+           f"{step_tokens} tokens); raise train.tokens or lower train.batch_size")
+    _check(t.lr > 0 and math.isfinite(t.lr), f"train.lr={t.lr} must be a positive number")
+    _check(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
+    _check(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), f"train.betas={t.betas} must be two numbers in [0, 1)")
+    _check(0 <= t.warmup < 1 and 0 <= t.cooldown <= 1 and t.warmup + t.cooldown <= 1,
+           f"train.warmup={t.warmup} and train.cooldown={t.cooldown} must be shares in [0, 1] summing to <= 1")
+    _check(t.grad_clip >= 0, f"train.grad_clip={t.grad_clip} must be >= 0 (0 = off)")
+    for key, value in [("train.eval_every", t.eval_every), ("train.checkpoint_every", t.checkpoint_every),
+                       ("train.threads", t.threads)]:
+        _check(value >= 0, f"{key}={value} must be >= 0 (0 = automatic)")
+    _check(o.ar_loss_scale > 0, f"objective.ar_loss_scale={o.ar_loss_scale} must be > 0")
+    _check(o.z_loss >= 0, f"objective.z_loss={o.z_loss} must be >= 0")
+    _check(0 < o.min_mask_frac < 1, f"objective.min_mask_frac={o.min_mask_frac} must be in (0, 1)")
+    _check(0 < d.val_fraction < 1, f"data.val_fraction={d.val_fraction} must be in (0, 1)")
+    if d.source != "wiki":
+        _check(bool(d.path), f"data.source={d.source} needs data.path=<file or folder>")
+    return cfg
+
+
+# --------------------------------------------------------------------------- composition
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def register_schemas() -> None:
+    """Register the schema with Hydra so every YAML in conf/ is type-checked against the dataclasses."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+
+
+def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
+    """Compose conf/<config_name>.yaml with Hydra overrides; bad overrides become ConfigError."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register_schemas()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        raise ConfigError(_explain_hydra_error(e, overrides or [])) from e
+
+
+def _explain_hydra_error(e: Exception, overrides: list[str]) -> str:
+    import re
+
+    chain, cur = [], e
+    while cur is not None:
+        chain.append(" ".join(str(cur).split()))
+        cur = cur.__cause__ or cur.__context__
+    text = " | ".join(chain)
+    if m := re.search(r"Could not find '([\w/]+)/([^']+)' Available options in '[\w/]+': (.*?) Config search", text):
+        group, opt, avail = m.group(1), m.group(2), [a for a in m.group(3).split() if not a.endswith("_schema")]
+        return f"unknown option '{opt}' for config group '{group}'; available: {', '.join(avail)}"
+    if m := re.search(r"Could not override '([^']+)'", text):
+        return f"unknown config key '{m.group(1)}'; run `dualobj config` to list the valid keys"
+    if m := re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+).*?full_key: ([\w.]+)", text):
+        return f"{m.group(3)}={m.group(1)!r} is not a valid {m.group(2).lower()}; give a value of that type"
+    if m := re.search(r"Error (?:merging|parsing) override '?([^' ]+)", text):
+        return f"cannot apply override {m.group(1)!r}: {chain[-1]}; write overrides as key=value"
+    return f"bad override(s) {overrides}: {chain[0]}"
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """Typed, validated Config from a composed DictConfig."""
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except Exception as e:  # interpolation or type errors inside OmegaConf
+        raise ConfigError(f"config cannot be resolved: {' '.join(str(e).split())}") from e
+    if not isinstance(obj, Config):  # composed without the schema (e.g. from a saved config.yaml)
+        obj = from_dict(obj)
+    return validate(obj)
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Config from a plain dict (a saved config.yaml); unknown keys are an error."""
+    try:
+        base = OmegaConf.structured(Config)
+        merged = OmegaConf.merge(base, OmegaConf.create(d))
+        return validate(OmegaConf.to_object(merged))
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"config does not match this version's schema: {' '.join(str(e).split())}") from e
+
+
+def load(overrides: list[str] | None = None) -> Config:
+    """Compose, resolve and validate in one call."""
+    return to_config(compose(overrides))
+
+
+# --------------------------------------------------------------------------- identity
+
+SEMANTIC_SECTIONS = ("model", "data", "objective", "train", "seed")
+# Fields that change how a run is executed or shown, never what it computes.
+NON_SEMANTIC = {
+    "data.cache_dir", "train.compile", "train.threads", "train.progress", "train.log_every",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.micro_batch_size",
+}
+
+
+def semantic_dict(cfg: Config) -> dict[str, Any]:
+    full = asdict(cfg)
+    out: dict[str, Any] = {}
+    for section in SEMANTIC_SECTIONS:
+        value = full[section]
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if f"{section}.{k}" not in NON_SEMANTIC}
+        out[section] = value
+    return out
+
+
+def run_id(cfg: Config) -> str:
+    """Short, stable hash of what the run computes (not of logging or output settings)."""
+    blob = json.dumps(semantic_dict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its one-line doc (the trailing comment in this file)."""
+    import inspect
+
+    src = inspect.getsource(cls).splitlines()
+    names = {f.name for f in fields(cls)}
+    docs = {}
+    for line in src:
+        head, _, comment = line.partition("  # ")
+        name = head.strip().split(":")[0]
+        if name in names and comment:
+            docs[name] = comment.strip()
+    return docs

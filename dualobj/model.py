@@ -1,0 +1,220 @@
+"""One pre-norm transformer for both objectives.
+
+RMSNorm, RoPE, SwiGLU, no biases, untied output head. ``forward(idx, causal, doc_ids)`` is all the
+objectives see: AR and masked diffusion differ only in the attention mask (``causal`` may be one
+bool or one bool per sequence) and in the input the objective builds. Packed documents never
+attend to each other. No loss or masking logic lives here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dualobj.config import ModelConfig
+
+
+def _trunc_normal_(w: torch.Tensor, std: float) -> None:
+    nn.init.trunc_normal_(w, mean=0.0, std=std, a=-2 * std, b=2 * std)
+
+
+class RoPE(nn.Module):
+    """Rotary position embedding (rotate-half form), cos/sin cached for max length."""
+
+    def __init__(self, head_dim: int, max_len: int, theta: float):
+        super().__init__()
+        inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        ang = torch.outer(torch.arange(max_len, dtype=torch.float32), inv)
+        ang = torch.cat([ang, ang], dim=-1)
+        self.register_buffer("cos", ang.cos(), persistent=False)
+        self.register_buffer("sin", ang.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, H, T, D]
+        t = x.shape[-2]
+        x1, x2 = x.chunk(2, dim=-1)
+        rotated = torch.cat([-x2, x1], dim=-1)
+        return (x * self.cos[:t] + rotated * self.sin[:t]).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.d_model // cfg.n_heads
+        d = cfg.d_model
+        # Separate q/k/v matrices: Muon orthogonalises each one on its own, as in the paper.
+        self.q = nn.Linear(d, d, bias=False)
+        self.k = nn.Linear(d, d, bias=False)
+        self.v = nn.Linear(d, d, bias=False)
+        self.out = nn.Linear(d, d, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: RoPE, mask) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = (m(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2) for m in (self.q, self.k, self.v))
+        q, k = rope(q), rope(k)
+        if isinstance(mask, torch.Tensor):
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:  # a FlexAttention BlockMask
+            y = _flex_attention(q.is_cuda)(q, k, v, block_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.up_value = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.up_gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.up_gate(x)) * self.up_value(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.mlp = SwiGLU(cfg)
+
+    def forward(self, x: torch.Tensor, rope: RoPE, mask) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), rope, mask)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class LinearHead(nn.Module):
+    """Final RMSNorm and an untied linear projection to the vocabulary."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.emb2vocab = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.emb2vocab(self.norm(h))
+
+
+class ClassifierHead(nn.Module):
+    """The paper's head: RMSNorm, linear d->d, GELU(tanh), linear d->V with bias."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.projection = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.emb2vocab = nn.Linear(cfg.d_model, cfg.vocab_size, bias=True)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.emb2vocab(F.gelu(self.projection(self.norm(h)), approximate="tanh"))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.head = ClassifierHead(cfg) if cfg.head == "classifier" else LinearHead(cfg)
+        self.rope = RoPE(cfg.d_model // cfg.n_heads, cfg.seq_len, cfg.rope_theta)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The official init: truncated normals scaled by width and depth; output projections at zero."""
+        d, v = self.cfg.d_model, self.cfg.vocab_size
+        emb_std, proj_std = math.sqrt(2 / (d + v)), math.sqrt(2 / (5 * d))
+        _trunc_normal_(self.embedding.weight, emb_std)
+        for i, layer in enumerate(self.layers):
+            for lin in (layer.attn.q, layer.attn.k, layer.attn.v):
+                _trunc_normal_(lin.weight, proj_std)
+            for lin in (layer.mlp.up_value, layer.mlp.up_gate):
+                _trunc_normal_(lin.weight, proj_std * math.sqrt(1 / (2 * (i + 1))))
+            layer.attn.out.weight.zero_()
+            layer.mlp.down.weight.zero_()
+        _trunc_normal_(self.head.emb2vocab.weight, emb_std)
+        if isinstance(self.head, ClassifierHead):
+            _trunc_normal_(self.head.projection.weight, proj_std)
+            self.head.emb2vocab.bias.zero_()
+
+    def body(self, idx: torch.Tensor, causal: bool | torch.Tensor, doc_ids: torch.Tensor | None = None):
+        """Hidden states [B, T, d] for token ids [B, T]."""
+        mask = attention_mask(idx.shape[1], causal, doc_ids, idx.device, self._backend(idx))
+        x = self.embedding(idx)
+        for layer in self.layers:
+            x = layer(x, self.rope, mask)
+        return x
+
+    def forward(self, idx: torch.Tensor, causal: bool | torch.Tensor = True, doc_ids: torch.Tensor | None = None):
+        """Next-token logits [B, T, V]: position i predicts token i+1 in both modes."""
+        return self.head(self.body(idx, causal, doc_ids))
+
+    def _backend(self, idx: torch.Tensor) -> str:
+        a = self.cfg.attention
+        return ("flex" if idx.is_cuda else "sdpa") if a == "auto" else a
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.embedding.weight.numel() + sum(p.numel() for p in self.head.emb2vocab.parameters())
+        return n
+
+
+def attention_mask(
+    t: int, causal: bool | torch.Tensor, doc_ids: torch.Tensor | None, device, backend: str = "sdpa"
+):
+    """Boolean [B|1, 1, T, T] mask (True = may attend) or a FlexAttention BlockMask.
+
+    ``causal`` is a bool or a [B] bool tensor (one mode per sequence: AR and MD rows share a batch).
+    ``doc_ids`` [B, T] blocks attention across packed documents.
+    """
+    if backend == "flex":
+        return _flex_mask(t, causal, doc_ids, device)
+    pos = torch.arange(t, device=device)
+    lower = pos[None, :] <= pos[:, None]  # [T, T]
+    if isinstance(causal, torch.Tensor):
+        m = lower[None] | ~causal.to(device)[:, None, None]  # [B, T, T]
+    else:
+        m = (lower if causal else torch.ones_like(lower))[None]
+    if doc_ids is not None:
+        m = m & (doc_ids[:, :, None] == doc_ids[:, None, :])
+    return m[:, None]
+
+
+_FLEX = {}
+
+
+def _flex_attention(cuda: bool):
+    """flex_attention, compiled on GPU (eager flex is a slow reference); eager elsewhere (CPU inference only)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if cuda not in _FLEX:
+        _FLEX[cuda] = torch.compile(flex_attention, dynamic=False) if cuda else flex_attention
+    return _FLEX[cuda]
+
+
+def _flex_mask(t, causal, doc_ids, device):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    b = doc_ids.shape[0] if doc_ids is not None else 1
+    per_row = causal.to(device) if isinstance(causal, torch.Tensor) else torch.full((b,), bool(causal), device=device)
+
+    def mask_mod(bi, h, q, kv):
+        keep = (kv <= q) | ~per_row[bi]
+        if doc_ids is not None:
+            keep = keep & (doc_ids[bi, q] == doc_ids[bi, kv])
+        return keep
+
+    return create_block_mask(mask_mod, b, None, t, t, device=device)
+
+
+def document_ids(idx: torch.Tensor, bos_id: int) -> torch.Tensor:
+    """Document index of each position: every packed document starts with <s>."""
+    return torch.cumsum((idx == bos_id).to(torch.int32), dim=1)
+
+
+def flops_per_token(cfg: ModelConfig, n_params_non_embedding: int) -> float:
+    """Training FLOPs per token: 6 N (matmuls incl. the output head) + attention scores (PaLM convention)."""
+    head = cfg.d_model * cfg.vocab_size
+    return 6.0 * (n_params_non_embedding + head) + 12.0 * cfg.n_layers * cfg.seq_len * cfg.d_model

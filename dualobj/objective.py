@@ -1,0 +1,195 @@
+"""The dual objective: which sequences are AR, how MD inputs are masked, and the weighted loss.
+
+Both objectives are next-token predictors (MNTP): the output at position i predicts token i+1.
+A batch is a [B, L+1] tensor of token windows; inputs are w[:, :L], targets w[:, 1:].
+
+* AR rows: causal attention, clean input, every position is a target (weight ``ar_loss_scale``).
+* MD rows: bidirectional attention; per row t ~ U(0,1), k = max(1, floor(t L + u)) of the L target
+  tokens w[:, 1:] (never special tokens) are masked; position i is a target when token i+1 is
+  masked, with weight 1/t_hat (t_hat = realised mask fraction); the last target token lies past
+  the input, so masking it only makes it a target. Dividing by all L positions gives an unbiased
+  per-token estimate of the MDLM ELBO.
+
+All AR and MD rows share one forward pass (the attention mask is per row), and the loss is the
+sum of per-row losses over B rows, so the AR rows' share of the gradient is n_AR / B per step and
+alpha over training (``ar_rows``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from dualobj.model import document_ids
+
+
+def ar_rows(step: int, batch_size: int, alpha: float) -> int:
+    """AR sequences in optimizer step ``step`` by error diffusion: cumulative count = round(alpha * n).
+
+    Over any prefix of training the AR share differs from alpha by at most 1/(2 n) sequences, on any
+    number of devices, and the assignment is a pure function of the step (exact resume).
+    """
+    def cum(n: int) -> int:
+        return math.floor(alpha * n + 0.5)
+
+    return cum((step + 1) * batch_size) - cum(step * batch_size)
+
+
+@dataclass
+class Masked:
+    """A masked-diffusion input and its per-position target weights."""
+
+    inputs: torch.Tensor  # [B, L] input ids with <mask> at masked positions
+    weights: torch.Tensor  # [B, L] float: 1/t_hat at MNTP targets, 0 elsewhere
+    t_hat: torch.Tensor  # [B] realised mask fraction (floored)
+    n_masked: torch.Tensor  # [B] masked tokens per row
+
+
+def mask_for_diffusion(
+    window: torch.Tensor,
+    mask_id: int,
+    special_ids: torch.Tensor,
+    generator: torch.Generator,
+    min_frac: float = 1e-4,
+    t: torch.Tensor | None = None,
+) -> Masked:
+    """Mask each row of ``window`` [B, L+1] per the absorbing diffusion process (see module doc)."""
+    b, lp1 = window.shape
+    length = lp1 - 1
+    tgt = window[:, 1:]  # the L tokens the model is asked about
+    if t is None:
+        t = torch.rand(b, generator=generator)
+    u = torch.rand(b, generator=generator)
+    scores = torch.rand(b, length, generator=generator)
+    special = torch.isin(tgt, special_ids)
+    scores = scores.masked_fill(special, float("inf"))
+    eligible = (~special).sum(1)
+    k = torch.clamp(torch.floor(t * length + u), min=1).long()
+    k = torch.minimum(k, eligible)
+    # k smallest scores per row: rank of each score within its row.
+    ranks = scores.argsort(dim=1).argsort(dim=1)
+    masked = ranks < k[:, None]  # [B, L] over target tokens
+    inputs = window[:, :-1].clone()
+    inputs[:, 1:] = torch.where(masked[:, :-1], torch.full_like(inputs[:, 1:], mask_id), inputs[:, 1:])
+    t_hat = (k.float() / length) * (1 - min_frac) + min_frac
+    weights = masked.float() / t_hat[:, None]
+    return Masked(inputs=inputs, weights=weights, t_hat=t_hat, n_masked=k)
+
+
+@dataclass
+class LossOut:
+    loss: torch.Tensor  # scalar to backpropagate (sum over rows / (B_total * L))
+    ar_ce_sum: torch.Tensor  # summed CE over AR targets (for logging)
+    ar_tokens: int
+    md_loss_sum: torch.Tensor  # summed 1/t-weighted CE over MD rows, per-token normalised per row
+    md_rows: int
+    z_loss_sum: torch.Tensor
+
+
+def dual_loss(
+    model,
+    window: torch.Tensor,
+    n_ar: int,
+    *,
+    bos_id: int,
+    mask_id: int,
+    special_ids: torch.Tensor,
+    generator: torch.Generator,
+    ar_loss_scale: float = 1.0,
+    z_loss: float = 0.0,
+    min_mask_frac: float = 1e-4,
+    denom_rows: int | None = None,
+    autocast=None,
+) -> LossOut:
+    """Loss for one (micro-)batch whose first ``n_ar`` rows are AR and the rest MD.
+
+    ``denom_rows`` is the number of rows in the whole optimizer step, so micro-batches sum to the
+    loss of the full batch.
+    """
+    b, lp1 = window.shape
+    length = lp1 - 1
+    x, y = window[:, :-1], window[:, 1:]
+    doc_ids = document_ids(x, bos_id)
+    weights = torch.zeros(b, length)
+    inputs = x
+    if n_ar < b:
+        m = mask_for_diffusion(window[n_ar:], mask_id, special_ids, generator, min_mask_frac)
+        inputs = torch.cat([x[:n_ar], m.inputs], 0)
+        weights[n_ar:] = m.weights
+    weights[:n_ar] = ar_loss_scale
+    causal = torch.arange(b) < n_ar
+    dev = _device(model)
+    inputs, y, weights, causal, doc_ids = (v.to(dev) for v in (inputs, y, weights, causal, doc_ids))
+    with autocast or _null():
+        logits = model(inputs, causal, doc_ids)
+    logits = logits.float()
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").view(b, length)
+    row_loss = (ce * weights).sum(1)  # [B]
+    z = torch.logsumexp(logits, dim=-1).pow(2)
+    row_z = (z * weights).sum(1)
+    denom = (denom_rows or b) * length
+    loss = (row_loss.sum() + z_loss * row_z.sum()) / denom
+    return LossOut(
+        loss=loss,
+        ar_ce_sum=ce[:n_ar].sum().detach(),
+        ar_tokens=n_ar * length,
+        md_loss_sum=(row_loss[n_ar:] / length).sum().detach(),
+        md_rows=b - n_ar,
+        z_loss_sum=(row_z / length).sum().detach(),
+    )
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+@torch.no_grad()
+def ar_nll(model, windows: torch.Tensor, bos_id: int, autocast=None) -> tuple[float, int]:
+    """Summed next-token NLL (nats) over all targets of ``windows`` [N, L+1], and the target count."""
+    windows = windows.to(_device(model))
+    x, y = windows[:, :-1], windows[:, 1:]
+    with autocast or _null():
+        logits = model(x, True, document_ids(x, bos_id))
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
+    return float(ce), y.numel()
+
+
+@torch.no_grad()
+def md_elbo(
+    model, windows: torch.Tensor, *, bos_id: int, mask_id: int, special_ids: torch.Tensor,
+    samples: int = 4, seed: int = 0, autocast=None, min_mask_frac: float = 1e-4,
+) -> tuple[float, float]:
+    """MD ELBO estimate in nats/token (an upper bound on the NLL) and its standard error.
+
+    ``samples`` noise levels per window, stratified over (0, 1) so the estimate is stable.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n, lp1 = windows.shape
+    length = lp1 - 1
+    per_sample = []
+    for s in range(samples):
+        t = (s + torch.rand(n, generator=g)) / samples  # stratified t
+        m = mask_for_diffusion(windows, mask_id, special_ids, g, min_mask_frac, t=t)
+        dev = _device(model)
+        x = m.inputs.to(dev)
+        with autocast or _null():
+            logits = model(x, False, document_ids(x, bos_id))
+        ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1).to(dev),
+                             reduction="none").view(n, length)
+        per_sample.append(((ce * m.weights.to(dev)).sum(1) / length).cpu())  # [N] per-token ELBO per window
+    vals = torch.stack(per_sample, 1)  # [N, S]
+    per_window = vals.mean(1)
+    mean = float(per_window.mean())
+    se = float(per_window.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
+    return mean, se

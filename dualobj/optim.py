@@ -1,0 +1,79 @@
+"""Optimizers and the learning-rate schedule.
+
+AdamW by default; ``muon`` is the paper's split: torch's Muon (Nesterov 0.95, 5 Newton-Schulz
+steps, update scaled to AdamW's RMS: 0.2 sqrt(max(rows, cols))) on every 2-D matrix inside the
+blocks and the classifier head's projection, AdamW on embeddings, the output matrix, norms and
+biases. Weight decay is decoupled and applied to all parameters, as in the official code.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dualobj.config import TrainConfig
+
+
+class Combined(torch.optim.Optimizer):
+    """Several optimizers stepped as one (state_dict/param_groups span all of them)."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]):
+        self.optimizers = optimizers
+        self.defaults = {}
+        self.state = {}
+
+    @property
+    def param_groups(self):
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def step(self, closure=None):
+        for o in self.optimizers:
+            o.step()
+
+    def zero_grad(self, set_to_none: bool = True):
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return {"optimizers": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state):
+        for o, s in zip(self.optimizers, state["optimizers"], strict=True):
+            o.load_state_dict(s)
+
+
+def _muon_params(model: torch.nn.Module) -> tuple[list, list]:
+    muon, adam = [], []
+    for name, p in model.named_parameters():
+        in_body = name.startswith("layers.") or name.startswith("head.projection")
+        (muon if in_body and p.ndim == 2 else adam).append(p)
+    return muon, adam
+
+
+def build_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
+    betas = tuple(t.betas)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=betas, eps=1e-8, weight_decay=t.weight_decay)
+    muon, adam = _muon_params(model)
+    return Combined([
+        torch.optim.Muon(muon, lr=t.lr, weight_decay=t.weight_decay, momentum=0.95, nesterov=True,
+                         ns_steps=5, adjust_lr_fn="match_rms_adamw"),
+        torch.optim.AdamW(adam, lr=t.lr, betas=betas, eps=1e-8, weight_decay=t.weight_decay),
+    ])
+
+
+def wsd(step: int, total: int, warmup: float, cooldown: float) -> float:
+    """Warmup-stable-decay multiplier: linear warm-up, constant, linear decay to 0 over the last share."""
+    n_warm, n_cool = int(warmup * total), int(cooldown * total)
+    if n_warm and step < n_warm:
+        return (step + 1) / n_warm
+    if n_cool and step >= total - n_cool:
+        return max(0.0, (total - step) / n_cool)
+    return 1.0
+
+
+def set_lr(opt: torch.optim.Optimizer, t: TrainConfig, step: int, total: int) -> float:
+    """Set the learning rate for ``step`` (a pure function of the step, so resume needs no scheduler state)."""
+    lr = t.lr * wsd(step, total, t.warmup, t.cooldown)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    return lr

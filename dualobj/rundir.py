@@ -1,0 +1,211 @@
+"""The run directory: every file a run leaves, written atomically (write to a temp file, then rename).
+
+    config.yaml      resolved config (with run_id)
+    status.json      state (pending|running|done|failed), step, heartbeat, attempts, error
+    metrics.jsonl    one JSON line per log / validation step
+    summary.json     final metrics and accounting
+    checkpoints/step_XXXXXXX/{model.safetensors, state.pt, meta.json}
+
+Checkpoints carry sha256 checksums in meta.json and load only through safe loaders
+(safetensors, ``torch.load(weights_only=True)``); a damaged one is skipped for the previous one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from dualobj.errors import RunDirError
+
+FORMAT_VERSION = 1
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def _jsonable(x):
+    if hasattr(x, "item"):
+        return x.item()
+    return str(x)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{path} is damaged ({e.__class__.__name__}); delete it to let the run redo that part") from e
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # ----------------------------------------------------------------- files
+    @property
+    def status_path(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def ckpt_root(self) -> Path:
+        return self.path / "checkpoints"
+
+    def create(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write_probe"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise RunDirError(f"cannot write to run directory {self.path} ({e.strerror}); choose another out=DIR") from e
+
+    # ----------------------------------------------------------------- status
+    def status(self) -> dict:
+        if not self.status_path.exists():
+            return {"state": "pending", "attempts": 0}
+        return read_json(self.status_path)
+
+    def set_status(self, **fields) -> dict:
+        st = self.status() if self.status_path.exists() else {"attempts": 0}
+        st.update(fields)
+        st["heartbeat"] = time.time()
+        st["host"] = socket.gethostname()
+        st["pid"] = os.getpid()
+        st["format_version"] = FORMAT_VERSION
+        write_json(self.status_path, st)
+        return st
+
+    # ----------------------------------------------------------------- metrics
+    def append_metrics(self, row: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row, default=_jsonable) + "\n")
+            f.flush()
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop lines past ``after_step`` (written after the checkpoint a resume starts from)."""
+        if not self.metrics_path.exists():
+            return
+        keep = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash mid-write
+            if row.get("step", 0) <= after_step:
+                keep.append(json.dumps(row))
+        atomic_write(self.metrics_path, "".join(k + "\n" for k in keep))
+
+    def metrics(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    # ----------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, step: int, model: torch.nn.Module, state: dict, keep: int) -> Path:
+        """Write model (safetensors) + training state (torch, tensors only) into a temp dir, then rename."""
+        self.ckpt_root.mkdir(parents=True, exist_ok=True)
+        final = self.ckpt_root / f"step_{step:07d}"
+        tmp = Path(tempfile.mkdtemp(dir=self.ckpt_root, prefix=".tmp_"))
+        try:
+            tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+            save_file(tensors, tmp / "model.safetensors")
+            torch.save(state, tmp / "state.pt")
+            meta = {
+                "step": step,
+                "format_version": FORMAT_VERSION,
+                "sha256": {n: sha256_file(tmp / n) for n in ("model.safetensors", "state.pt")},
+            }
+            write_json(tmp / "meta.json", meta)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for old in self.checkpoints()[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def checkpoints(self) -> list[Path]:
+        if not self.ckpt_root.exists():
+            return []
+        return sorted(p for p in self.ckpt_root.glob("step_*") if p.is_dir())
+
+    def verify_checkpoint(self, ckpt: Path) -> str | None:
+        """None if intact, else why not."""
+        try:
+            meta = json.loads((ckpt / "meta.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return "meta.json missing or unreadable"
+        if meta.get("format_version") != FORMAT_VERSION:
+            return f"format version {meta.get('format_version')} (this version reads {FORMAT_VERSION})"
+        for name, digest in meta.get("sha256", {}).items():
+            f = ckpt / name
+            if not f.exists() or sha256_file(f) != digest:
+                return f"{name} does not match its checksum"
+        return None
+
+    def load_latest(self, model: torch.nn.Module, warn=print) -> dict | None:
+        """Load the newest intact checkpoint into ``model``; return its training state, or None."""
+        for ckpt in reversed(self.checkpoints()):
+            problem = self.verify_checkpoint(ckpt)
+            if problem:
+                warn(f"checkpoint {ckpt.name} is damaged ({problem}); falling back to an earlier one")
+                continue
+            model.load_state_dict(load_file(ckpt / "model.safetensors"))
+            state = torch.load(ckpt / "state.pt", weights_only=True)
+            return state
+        return None

@@ -1,0 +1,337 @@
+"""Train one dual-objective model into a run directory; resume it exactly after any crash.
+
+Everything a step does is a pure function of (config, step): the windows come from the repeated
+stream by global sequence index, the AR/MD split from error diffusion, the masks from a generator
+seeded by (seed, step), the learning rate from the step. A checkpoint therefore needs only the
+model, the optimizer and the step, and a resumed run matches an uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dualobj import __version__
+from dualobj.config import Config, run_id, to_yaml
+from dualobj.data.repetition import RepeatedStream, val_windows
+from dualobj.data.tokens import prepare_corpus
+from dualobj.errors import DualObjError, RunDirError
+from dualobj.logger import make_logger
+from dualobj.model import Transformer, flops_per_token
+from dualobj.objective import ar_nll, ar_rows, dual_loss, md_elbo
+from dualobj.optim import build_optimizer, set_lr
+from dualobj.rundir import RunDir, write_json
+
+
+class TrainingFailed(DualObjError):
+    """The run stopped for a reason recorded in status.json (e.g. a non-finite loss)."""
+
+
+class Interrupted(DualObjError):
+    """Stopped by a signal after saving a checkpoint; re-running resumes."""
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:  # CPUs with AVX512-BF16 / AMX run bf16 matmuls several times faster than fp32
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step + 1)
+
+
+class Trainer:
+    """Holds everything one run needs; ``run()`` trains to the budget (or resumes) and summarises."""
+
+    def __init__(self, cfg: Config, out: str | Path | None = None, console=None):
+        self.cfg = cfg
+        self.run_id = run_id(cfg)
+        self.rd = RunDir(out or cfg.out or f"runs/{self.run_id}")
+        self.console = console
+        self._stop_signal: int | None = None
+
+    def say(self, msg: str) -> None:
+        (self.console.print if self.console else print)(msg)
+
+    # ------------------------------------------------------------------ setup
+    def _check_identity(self) -> None:
+        """Refuse to mix two different runs in one directory."""
+        if not self.rd.config_path.exists():
+            return
+        from omegaconf import OmegaConf
+
+        try:
+            saved = OmegaConf.to_container(OmegaConf.load(self.rd.config_path))
+        except Exception as e:
+            raise RunDirError(f"{self.rd.config_path} is damaged ({e.__class__.__name__}); delete the run directory or choose another out=") from e
+        other = saved.get("run_id") if isinstance(saved, dict) else None
+        if other and other != self.run_id:
+            raise RunDirError(
+                f"{self.rd.path} holds run {other}, but this config is run {self.run_id}; "
+                f"choose another out=DIR or delete that directory"
+            )
+
+    def setup(self) -> None:
+        cfg, m, t = self.cfg, self.cfg.model, self.cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.device = pick_device()
+        self.bf16 = use_bf16(t.precision, self.device)
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else None
+        self.corpus = prepare_corpus(cfg.data, m.vocab_size)
+        self.unique_tokens = int(t.tokens // int(cfg.data.repetitions))
+        self.stream = RepeatedStream(self.corpus.train, self.corpus.train_starts, self.unique_tokens, m.seq_len, cfg.seed)
+        self.val = torch.from_numpy(val_windows(self.corpus.val, m.seq_len, cfg.data.val_sequences))
+        self.special = torch.tensor(self.corpus.special_ids, dtype=torch.long)
+        torch.manual_seed(cfg.seed)
+        self.model = Transformer(m).to(self.device)
+        self.forward = torch.compile(self.model) if t.compile else self.model
+        self.opt = build_optimizer(self.model, t)
+        self.total_steps = t.tokens // (t.batch_size * m.seq_len)
+        self.eval_every = t.eval_every or max(1, math.ceil(self.total_steps / 8))
+        self.n_params = self.model.num_params()
+        self.n_params_ne = self.model.num_params(non_embedding=True)
+        self.flops_tok = flops_per_token(m, self.n_params_ne)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, seed: int = 0) -> dict:
+        self.model.eval()
+        c = self.corpus
+        nll, n = 0.0, 0
+        for chunk in self.val.split(self.cfg.train.micro_batch_size or self.cfg.train.batch_size):
+            s, k = ar_nll(self.forward, chunk, c.bos_id, self.autocast)
+            nll, n = nll + s, n + k
+        elbo, se = md_elbo(self.forward, self.val, bos_id=c.bos_id, mask_id=c.mask_id, special_ids=self.special,
+                           samples=4, seed=seed, autocast=self.autocast,
+                           min_mask_frac=self.cfg.objective.min_mask_frac)
+        self.model.train()
+        ar = nll / n
+        bpt = c.bytes_per_token_val
+        return {
+            "val/ar_nll": ar, "val/ar_ppl": math.exp(min(ar, 50)), "val/ar_bpb": ar / math.log(2) / bpt,
+            "val/md_elbo": elbo, "val/md_elbo_se": se, "val/md_bpb": elbo / math.log(2) / bpt,
+        }
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, step: int) -> dict:
+        cfg, t = self.cfg, self.cfg.train
+        b = t.batch_size
+        mb = t.micro_batch_size or b
+        n_ar = ar_rows(step, b, cfg.objective.alpha)
+        windows = torch.from_numpy(self.stream.get(np.arange(step * b, (step + 1) * b)))
+        gen = step_generator(cfg.seed, step)
+        ar_sum = md_sum = z_sum = 0.0
+        total_loss = 0.0
+        for i in range(0, b, mb):
+            part = windows[i:i + mb]
+            n_ar_part = int(min(max(n_ar - i, 0), mb))
+            out = dual_loss(
+                self.forward, part, n_ar_part, bos_id=self.corpus.bos_id, mask_id=self.corpus.mask_id,
+                special_ids=self.special, generator=gen, ar_loss_scale=cfg.objective.ar_loss_scale,
+                z_loss=cfg.objective.z_loss, min_mask_frac=cfg.objective.min_mask_frac, denom_rows=b,
+                autocast=self.autocast,
+            )
+            out.loss.backward()
+            total_loss += float(out.loss.detach())
+            ar_sum += float(out.ar_ce_sum)
+            md_sum += float(out.md_loss_sum)
+            z_sum += float(out.z_loss_sum)
+        if not math.isfinite(total_loss):
+            raise TrainingFailed(f"loss became {total_loss} at step {step}; lower train.lr or check the data")
+        gnorm = (torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or float("inf")))
+        lr = set_lr(self.opt, t, step, self.total_steps)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        length = cfg.model.seq_len
+        return {
+            "train/loss": total_loss,
+            "train/ar_loss": ar_sum / (n_ar * length) if n_ar else None,
+            "train/md_loss": md_sum / (b - n_ar) if b - n_ar else None,
+            "train/z_loss": z_sum / b,
+            "train/ar_rows": n_ar,
+            "train/grad_norm": float(gnorm),
+            "train/lr": lr,
+        }
+
+    # ------------------------------------------------------------------ bookkeeping
+    def accounting(self, step: int) -> dict:
+        cfg = self.cfg
+        seen = step * cfg.train.batch_size * cfg.model.seq_len
+        epochs = seen / self.unique_tokens
+        return {
+            "step": step,
+            "tokens_seen": seen,
+            "epochs": epochs,
+            "ar_epochs": cfg.objective.alpha * epochs,
+        }
+
+    def checkpoint(self, step: int) -> None:
+        state = {
+            "step": torch.tensor(step),
+            "optimizer": self.opt.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        self.rd.save_checkpoint(step, self.model, state, self.cfg.train.keep_checkpoints)
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stop_signal = signum
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict:
+        cfg, rd = self.cfg, self.rd
+        rd.create()
+        self._check_identity()
+        status = rd.status()
+        if status.get("state") == "done" and rd.summary_path.exists():
+            self.say(f"run {self.run_id} is already done: {rd.path}")
+            from dualobj.rundir import read_json
+
+            return read_json(rd.summary_path)
+        self.setup()
+        cfg_text = f"# dualobj {__version__}\nrun_id: {self.run_id}\n" + to_yaml(cfg)
+        from dualobj.rundir import atomic_write
+
+        atomic_write(rd.config_path, cfg_text)
+
+        state = rd.load_latest(self.model, warn=self.say)
+        start = 0
+        if state is not None:
+            start = int(state["step"])
+            self.opt.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            self.say(f"resuming run {self.run_id} from step {start}/{self.total_steps}")
+        rd.truncate_metrics(start)
+        attempts = int(status.get("attempts", 0)) + 1
+        rd.set_status(state="running", step=start, total_steps=self.total_steps, attempts=attempts,
+                      run_id=self.run_id, error=None)
+        logger = make_logger(cfg, self.run_id, rd.path)
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
+        try:
+            summary = self._loop(start, logger)
+        except KeyboardInterrupt:
+            rd.set_status(state="interrupted", error="interrupted by Ctrl-C")
+            raise
+        except TrainingFailed as e:
+            rd.set_status(state="failed", error=str(e))
+            raise
+        except Exception as e:
+            rd.set_status(state="failed", error=f"{e.__class__.__name__}: {e}")
+            raise
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            logger.finish()
+        return summary
+
+    def _loop(self, start: int, logger) -> dict:
+        cfg, rd, t = self.cfg, self.rd, self.cfg.train
+        tokens_per_step = t.batch_size * cfg.model.seq_len
+        ckpt_every = t.checkpoint_every
+        last_ckpt_time = time.time()
+        train_time = 0.0
+        last = {}
+        with _progress(t.progress and self.console is not None, self.console) as bar:
+            task = bar.add_task(f"run {self.run_id}", total=self.total_steps, completed=start,
+                                tps="", ar="", md="") if bar else None
+            for step in range(start, self.total_steps):
+                t0 = time.perf_counter()
+                row = self.train_step(step)
+                train_time += time.perf_counter() - t0
+                done = step + 1
+                last.update({k: v for k, v in row.items() if v is not None})
+                tps = (done - start) * tokens_per_step / max(train_time, 1e-9)
+                if bar:
+                    bar.update(task, completed=done, tps=f"{tps:,.0f} tok/s",
+                               ar=_fmt("AR", last.get("train/ar_loss")), md=_fmt("MD", last.get("train/md_loss")))
+                log_now = done % t.log_every == 0 or done == self.total_steps
+                eval_now = done % self.eval_every == 0 or done == self.total_steps
+                if log_now or eval_now:
+                    full = {**self.accounting(done), **row, "tokens_per_s": tps}
+                    if eval_now:
+                        self._last_val = self.validate()
+                        full.update(self._last_val)
+                    rd.append_metrics(full)
+                    logger.log(full, done)
+                    rd.set_status(step=done)
+                stop = self._stop_signal is not None
+                time_ckpt = ckpt_every == 0 and time.time() - last_ckpt_time > 600
+                if (ckpt_every and done % ckpt_every == 0) or time_ckpt or stop or done == self.total_steps:
+                    self.checkpoint(done)
+                    last_ckpt_time = time.time()
+                if stop:
+                    rd.set_status(state="interrupted", error=f"stopped by signal {self._stop_signal}; re-run to resume")
+                    raise Interrupted(f"stopped by signal {self._stop_signal} at step {done} after saving a checkpoint; re-run the same command to resume")
+        final = getattr(self, "_last_val", None) or self.validate()
+        prev_time = float(rd.status().get("train_time_s", 0.0)) if start else 0.0
+        summary = {
+            "run_id": self.run_id,
+            "version": __version__,
+            "model": cfg.model.name,
+            "alpha": cfg.objective.alpha,
+            "repetitions": int(cfg.data.repetitions),
+            "seed": cfg.seed,
+            **self.accounting(self.total_steps),
+            "unique_tokens": self.unique_tokens,
+            "total_steps": self.total_steps,
+            "params": self.n_params,
+            "params_non_embedding": self.n_params_ne,
+            "flops": self.flops_tok * self.total_steps * tokens_per_step,
+            "train_time_s": prev_time + train_time,
+            "tokens_per_s": (self.total_steps - start) * tokens_per_step / max(train_time, 1e-9),
+            "precision": "bf16" if self.bf16 else "fp32",
+            "device": self.device.type,
+            **{k: v for k, v in last.items() if k.startswith("train/")},
+            **final,
+        }
+        write_json(rd.summary_path, summary)
+        rd.set_status(state="done", step=self.total_steps, train_time_s=summary["train_time_s"])
+        logger.summary(summary)
+        return summary
+
+
+def _fmt(name: str, v) -> str:
+    return f"{name} {v:.3f}" if v is not None else ""
+
+
+class _NoBar:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def _progress(enabled: bool, console):
+    if not enabled:
+        return _NoBar()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tps]}"),
+        TextColumn("{task.fields[ar]}"), TextColumn("{task.fields[md]}"), TimeElapsedColumn(), TextColumn("ETA"),
+        TimeRemainingColumn(), console=console, transient=False,
+    )
+
+
+def train(cfg: Config, out: str | Path | None = None, console=None) -> dict:
+    """Train (or resume, or skip if done) the run for ``cfg``; return its summary."""
+    return Trainer(cfg, out, console).run()
+
+
+__all__ = ["train", "Trainer", "TrainingFailed", "Interrupted", "asdict"]

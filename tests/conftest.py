@@ -1,0 +1,23 @@
+"""Shared fixtures: one token cache per test session, and micro-model overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+# A micro model that trains in about a second on CPU; every e2e test builds on it.
+MICRO = [
+    "model.vocab_size=512", "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64",
+    "model.seq_len=32", "train.batch_size=8", "train.progress=false", "train.threads=1",
+]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """Tokenize the default corpus once per session (a sweep does the same: one cache for all R)."""
+    return tmp_path_factory.mktemp("token_cache")
+
+
+@pytest.fixture
+def micro(cache_dir):
+    """Overrides for a micro run on the default corpus with the session's token cache."""
+    return [*MICRO, f"data.cache_dir={cache_dir}"]

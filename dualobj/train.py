@@ -9,6 +9,7 @@ model, the optimizer and the step, and a resumed run matches an uninterrupted on
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from dataclasses import asdict
@@ -27,6 +28,9 @@ from dualobj.model import Transformer, flops_per_token
 from dualobj.objective import ar_nll, ar_rows, dual_loss, md_elbo
 from dualobj.optim import build_optimizer, set_lr
 from dualobj.rundir import RunDir, write_json
+
+
+_STEP_DELAY = float(os.environ.get("DUALOBJ_STEP_DELAY", "0") or 0)
 
 
 class TrainingFailed(DualObjError):
@@ -253,6 +257,8 @@ class Trainer:
                 t0 = time.perf_counter()
                 row = self.train_step(step)
                 train_time += time.perf_counter() - t0
+                if _STEP_DELAY:  # fault-injection tests need a run slow enough to kill mid-way
+                    time.sleep(_STEP_DELAY)
                 done = step + 1
                 last.update({k: v for k, v in row.items() if v is not None})
                 tps = (done - start) * tokens_per_step / max(train_time, 1e-9)

@@ -1,0 +1,102 @@
+"""The model: document isolation, causal vs bidirectional masks per row, SDPA vs FlexAttention."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dualobj.config import ModelConfig
+from dualobj.model import Transformer, attention_mask, document_ids
+
+BOS = 1
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(name="t", vocab_size=300, d_model=32, n_layers=2, n_heads=2, d_ff=64, seq_len=24))
+    with torch.no_grad():  # the zero-initialised output projections would hide any mixing
+        for p in m.parameters():
+            p.normal_(0, 0.3)
+    return m.eval()
+
+
+def two_docs(batch=2):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(5, 300, (batch, 24), generator=g)
+    x[:, 0] = BOS
+    x[:, 10] = BOS  # doc A = positions 0..9, doc B = 10..23
+    return x
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_no_attention_across_documents(model, causal):
+    x = two_docs()
+    y = x.clone()
+    y[:, 3:8] = torch.randint(5, 300, (2, 5))  # change only document A
+    with torch.no_grad():
+        a = model(x, causal, document_ids(x, BOS))
+        b = model(y, causal, document_ids(y, BOS))
+    assert torch.equal(a[:, 10:], b[:, 10:]), "document B saw document A"
+    assert not torch.allclose(a[:, 3:10], b[:, 3:10])
+
+
+def test_causal_hides_the_future_bidirectional_sees_it(model):
+    x = two_docs()
+    y = x.clone()
+    y[:, 20] = (x[:, 20] + 1 - 5) % 295 + 5  # change a late token of document B
+    with torch.no_grad():
+        ca, cb = model(x, True, document_ids(x, BOS)), model(y, True, document_ids(y, BOS))
+        ba, bb = model(x, False, document_ids(x, BOS)), model(y, False, document_ids(y, BOS))
+    assert torch.equal(ca[:, 10:20], cb[:, 10:20])  # causal: earlier positions untouched
+    assert not torch.allclose(ba[:, 10:20], bb[:, 10:20], atol=1e-6)  # bidirectional: they change
+
+
+def test_per_row_mode_equals_separate_passes(model):
+    x = two_docs(4)
+    d = document_ids(x, BOS)
+    mixed = torch.tensor([True, False, True, False])
+    with torch.no_grad():
+        out = model(x, mixed, d)
+        causal = model(x, True, d)
+        bidir = model(x, False, d)
+    torch.testing.assert_close(out[mixed], causal[mixed], rtol=0, atol=1e-6)
+    torch.testing.assert_close(out[~mixed], bidir[~mixed], rtol=0, atol=1e-6)
+
+
+def test_flex_attention_matches_dense_mask(model):
+    x = two_docs(2)
+    d = document_ids(x, BOS)
+    mixed = torch.tensor([True, False])
+    with torch.no_grad():
+        dense = model(x, mixed, d)
+        model.cfg.attention = "flex"
+        try:
+            flex = model(x, mixed, d)
+        finally:
+            model.cfg.attention = "auto"
+    torch.testing.assert_close(flex, dense, rtol=1e-4, atol=1e-4)
+
+
+def test_mask_shape_and_content():
+    x = two_docs(1)
+    m = attention_mask(24, torch.tensor([False]), document_ids(x, BOS), "cpu")[0, 0]
+    assert m.shape == (24, 24)
+    assert m[2, 9] and not m[2, 10] and not m[15, 5] and m[15, 23]
+    c = attention_mask(24, True, document_ids(x, BOS), "cpu")[0, 0]
+    assert not c[2, 9] and c[9, 2] and not c[15, 5]
+
+
+def test_output_projections_start_at_zero_so_blocks_start_as_identity():
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(name="t", vocab_size=300, d_model=32, n_layers=2, n_heads=2, d_ff=64, seq_len=16))
+    assert all(float(layer.attn.out.weight.abs().sum()) == 0 for layer in m.layers)
+    x = torch.randint(5, 300, (1, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(m.body(x, True), m.embedding(x))
+
+
+def test_classifier_head_is_the_papers():
+    m = Transformer(ModelConfig(name="t", vocab_size=300, d_model=32, n_layers=1, n_heads=2, d_ff=64,
+                                seq_len=16, head="classifier"))
+    assert m.head.emb2vocab.bias is not None and m.head.projection.bias is None

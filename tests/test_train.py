@@ -1,0 +1,131 @@
+"""End to end: a micro run writes a complete run directory; kill -9 and resume is bit-identical."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dualobj import config
+from dualobj.errors import DataError, RunDirError
+from dualobj.train import train
+
+STEP_TOKENS = 8 * 32  # micro: batch 8 x seq 32
+
+
+def run_cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "dualobj.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+def test_micro_run_writes_a_complete_run_directory(micro, tmp_path):
+    out = tmp_path / "run"
+    cfg = config.load([*micro, "data.repetitions=4", "objective.alpha=0.5", f"train.tokens={STEP_TOKENS * 24}",
+                       "train.log_every=4", f"out={out}"])
+    summary = train(cfg)
+    for name in ("config.yaml", "status.json", "metrics.jsonl", "summary.json"):
+        assert (out / name).is_file(), name
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "done" and status["step"] == 24 and status["attempts"] == 1
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    for key in ("val/ar_nll", "val/md_elbo", "val/ar_bpb", "val/md_bpb"):
+        assert math.isfinite(on_disk[key]) and on_disk[key] > 0, key
+    assert on_disk["val/ar_nll"] < math.log(512)  # it learned something beyond uniform
+    assert on_disk["tokens_seen"] == 24 * STEP_TOKENS
+    assert on_disk["unique_tokens"] == 24 * STEP_TOKENS // 4
+    assert on_disk["epochs"] == pytest.approx(4.0)
+    assert on_disk["ar_epochs"] == pytest.approx(2.0)
+    assert on_disk["flops"] > 0 and on_disk["params"] > on_disk["params_non_embedding"] > 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 4, 6, 8, 9, 12, 15, 16, 18, 20, 21, 24]
+    assert all("val/ar_nll" in r for r in rows if r["step"] % 3 == 0)
+    ckpts = sorted((out / "checkpoints").iterdir())
+    assert ckpts and (ckpts[-1] / "model.safetensors").is_file()
+    assert json.loads((ckpts[-1] / "meta.json").read_text())["step"] == 24
+    # The saved config reproduces the run id.
+    assert config.run_id(cfg) in (out / "config.yaml").read_text()
+
+
+def test_a_done_run_is_not_trained_again(micro, tmp_path):
+    args = [*micro, f"train.tokens={STEP_TOKENS * 4}", f"out={tmp_path / 'r'}"]
+    first = train(config.load(args))
+    before = (tmp_path / "r" / "status.json").read_text()
+    again = train(config.load(args))
+    assert again == json.loads(json.dumps(first))
+    assert (tmp_path / "r" / "status.json").read_text() == before  # untouched: no new attempt
+
+
+def test_another_config_in_the_same_directory_is_refused(micro, tmp_path):
+    train(config.load([*micro, f"train.tokens={STEP_TOKENS * 2}", f"out={tmp_path / 'r'}"]))
+    with pytest.raises(RunDirError, match="holds run"):
+        train(config.load([*micro, f"train.tokens={STEP_TOKENS * 2}", "objective.alpha=0.9", f"out={tmp_path / 'r'}"]))
+
+
+def test_too_much_repetition_is_refused_before_training(micro, tmp_path):
+    with pytest.raises(DataError, match="under one sequence"):
+        train(config.load([*micro, f"train.tokens={STEP_TOKENS * 2}", "data.repetitions=64", f"out={tmp_path / 'r'}"]))
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    res = run_cli("train", "objective.alpha=2", f"out={tmp_path / 'x'}")
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "objective.alpha=2.0 is outside [0, 1]" in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+    debug = run_cli("--debug", "train", "objective.alpha=2")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def _tensors(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(sorted((run / "checkpoints").iterdir())[-1] / "model.safetensors")
+
+
+def _rows(run: Path) -> list[dict]:
+    drop = {"tokens_per_s"}
+    return [{k: v for k, v in json.loads(line).items() if k not in drop}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_kill_minus_9_and_resume_is_bitwise_identical(micro, tmp_path):
+    steps = 40
+    args = [*micro, "data.repetitions=2", "objective.alpha=0.5", f"train.tokens={STEP_TOKENS * steps}",
+            "train.checkpoint_every=5", "train.log_every=5"]
+    ref, victim = tmp_path / "ref", tmp_path / "victim"
+    assert run_cli("train", *args, f"out={ref}").returncode == 0
+
+    # Slow the victim down, kill -9 it after its 3rd checkpoint, then re-run the same command.
+    proc = subprocess.Popen([sys.executable, "-m", "dualobj.cli", "train", *args, f"out={victim}"],
+                            env={**os.environ, "DUALOBJ_STEP_DELAY": "0.1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (victim / "checkpoints" / "step_0000015").exists():
+        assert proc.poll() is None and time.time() < deadline, "victim ended before it could be killed"
+        time.sleep(0.02)
+    time.sleep(0.25)  # mid-way between two checkpoints
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    status = json.loads((victim / "status.json").read_text())
+    assert status["state"] == "running" and status["step"] < steps
+
+    resumed = run_cli("train", *args, f"out={victim}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr + resumed.stdout
+    a, b = _tensors(ref), _tensors(victim)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    assert _rows(ref) == _rows(victim)
+    sa, sb = (json.loads((r / "summary.json").read_text()) for r in (ref, victim))
+    assert sa["val/ar_nll"] == sb["val/ar_nll"] and sa["val/md_elbo"] == sb["val/md_elbo"]
+    assert json.loads((victim / "status.json").read_text())["attempts"] == 2

@@ -29,7 +29,6 @@ from dualobj.objective import ar_nll, ar_rows, dual_loss, md_elbo
 from dualobj.optim import build_optimizer, set_lr
 from dualobj.rundir import RunDir, write_json
 
-
 _STEP_DELAY = float(os.environ.get("DUALOBJ_STEP_DELAY", "0") or 0)
 
 
@@ -100,7 +99,8 @@ class Trainer:
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else None
         self.corpus = prepare_corpus(cfg.data, m.vocab_size)
         self.unique_tokens = int(t.tokens // int(cfg.data.repetitions))
-        self.stream = RepeatedStream(self.corpus.train, self.corpus.train_starts, self.unique_tokens, m.seq_len, cfg.seed)
+        self.stream = RepeatedStream(self.corpus.train, self.corpus.train_starts, self.unique_tokens, m.seq_len,
+                                     cfg.seed, repetitions=cfg.data.repetitions)
         self.val = torch.from_numpy(val_windows(self.corpus.val, m.seq_len, cfg.data.val_sequences))
         self.special = torch.tensor(self.corpus.special_ids, dtype=torch.long)
         torch.manual_seed(cfg.seed)
@@ -194,6 +194,8 @@ class Trainer:
         self.rd.save_checkpoint(step, self.model, state, self.cfg.train.keep_checkpoints)
 
     def _on_signal(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self._stop_signal is not None:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once (the last checkpoint stays valid)
         self._stop_signal = signum
 
     # ------------------------------------------------------------------ the run
@@ -225,12 +227,14 @@ class Trainer:
         rd.set_status(state="running", step=start, total_steps=self.total_steps, attempts=attempts,
                       run_id=self.run_id, error=None)
         logger = make_logger(cfg, self.run_id, rd.path)
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
         try:
             summary = self._loop(start, logger)
         except KeyboardInterrupt:
             rd.set_status(state="interrupted", error="interrupted by Ctrl-C")
             raise
+        except Interrupted:
+            raise  # status already says interrupted, with a checkpoint at the step it stopped
         except TrainingFailed as e:
             rd.set_status(state="failed", error=str(e))
             raise
@@ -281,8 +285,10 @@ class Trainer:
                     self.checkpoint(done)
                     last_ckpt_time = time.time()
                 if stop:
-                    rd.set_status(state="interrupted", error=f"stopped by signal {self._stop_signal}; re-run to resume")
-                    raise Interrupted(f"stopped by signal {self._stop_signal} at step {done} after saving a checkpoint; re-run the same command to resume")
+                    name = signal.Signals(self._stop_signal).name
+                    rd.set_status(state="interrupted", error=f"stopped by {name} at step {done}; re-run to resume")
+                    raise Interrupted(f"stopped by {name} at step {done} after saving a checkpoint; "
+                                      f"re-run the same command to resume")
         final = getattr(self, "_last_val", None) or self.validate()
         prev_time = float(rd.status().get("train_time_s", 0.0)) if start else 0.0
         summary = {
@@ -326,7 +332,14 @@ class _NoBar:
 def _progress(enabled: bool, console):
     if not enabled:
         return _NoBar()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tps]}"),

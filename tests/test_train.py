@@ -129,3 +129,44 @@ def test_kill_minus_9_and_resume_is_bitwise_identical(micro, tmp_path):
     sa, sb = (json.loads((r / "summary.json").read_text()) for r in (ref, victim))
     assert sa["val/ar_nll"] == sb["val/ar_nll"] and sa["val/md_elbo"] == sb["val/md_elbo"]
     assert json.loads((victim / "status.json").read_text())["attempts"] == 2
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_exits_for_requeue(micro, tmp_path):
+    out = tmp_path / "r"
+    args = [*micro, f"train.tokens={STEP_TOKENS * 200}", f"out={out}"]
+    proc = subprocess.Popen([sys.executable, "-m", "dualobj.cli", "train", *args],
+                            env={**os.environ, "DUALOBJ_STEP_DELAY": "0.05"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "re-run the same command to resume" in err
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "interrupted"
+    ckpts = sorted((out / "checkpoints").iterdir())
+    assert ckpts and int(ckpts[-1].name.split("_")[1]) >= 10  # saved at the step it stopped
+
+
+def test_wandb_offline_mirror_uses_the_run_id(micro, tmp_path):
+    out = tmp_path / "r"
+    cfg = config.load([*micro, f"train.tokens={STEP_TOKENS * 2}", "logger=wandb", "logger.mode=offline", f"out={out}"])
+    train(cfg)
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and runs[0].name.endswith(config.run_id(cfg))
+    assert json.loads((out / "summary.json").read_text())["run_id"] == config.run_id(cfg)
+
+
+def test_a_non_finite_loss_fails_the_run_with_step_and_reason(micro, tmp_path):
+    from dualobj.train import TrainingFailed
+
+    out = tmp_path / "r"
+    with pytest.raises(TrainingFailed, match=r"loss became nan at step \d+"):
+        train(config.load([*micro, f"train.tokens={STEP_TOKENS * 50}", "train.lr=1e8", "train.grad_clip=0",
+                           "train.warmup=0", f"out={out}"]))
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "failed" and "loss became nan" in status["error"]
+    assert not (out / "summary.json").exists()

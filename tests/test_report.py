@@ -1,0 +1,261 @@
+"""The results report on hand-made run directories (no training, no torch): 3 R × 4 α with damage."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dualobj.errors import RunDirError
+from dualobj.report import (
+    cells_frame,
+    find_run_dirs,
+    format_alpha,
+    load_curves,
+    load_runs,
+    pivot,
+    plot_curves,
+    plot_heatmap,
+    plot_vs_alpha,
+    status_counts,
+    status_line,
+    to_csv,
+    to_latex,
+    to_markdown,
+    write_report,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+ALPHAS = [0.0, 0.25, 0.5, 1.0]
+
+# val/ar_nll per (R, α): a list = one value per seed; "failed"/"corrupt" = such a run; absent = no run.
+GRID = {
+    (1, 0.0): [3.50], (1, 0.25): [3.30], (1, 0.5): [3.20], (1, 1.0): [3.00],
+    (4, 0.0): [3.40], (4, 0.25): [3.05, 3.15], (4, 0.5): "failed", (4, 1.0): [3.60],
+    (16, 0.25): "corrupt", (16, 0.5): [3.25], (16, 1.0): [3.90, 4.10],
+}
+
+
+def make_run(root: Path, name: str, *, R, alpha, seed=0, state="done", nll=None, model="tiny",
+             summary=True, status=True, metrics=None) -> Path:
+    """A run directory as `dualobj train` leaves it; ``summary="corrupt"`` writes a damaged summary.json."""
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(
+        f"# dualobj 0.1.0\nrun_id: {name}\nmodel:\n  name: {model}\n  vocab_size: 512\n  d_model: 32\n"
+        f"data:\n  source: wiki\n  repetitions: {R}\nobjective:\n  alpha: {alpha}\n  ar_loss_scale: 1.0\n"
+        f"train:\n  tokens: 100000\n  batch_size: 8\nlogger:\n  kind: local\nseed: {seed}\nout: null\n")
+    if status:
+        (d / "status.json").write_text(json.dumps({
+            "state": state, "step": 10, "total_steps": 10, "attempts": 1, "heartbeat": 1.0e9, "run_id": name,
+            "error": "RuntimeError: loss is nan" if state == "failed" else None}))
+    if summary == "corrupt":
+        (d / "summary.json").write_text('{"run_id": "' + name + '", "val/ar_nll": 3.')
+    elif summary and state == "done":
+        (d / "summary.json").write_text(json.dumps({
+            "run_id": name, "model": model, "alpha": alpha, "repetitions": R, "seed": seed,
+            "tokens_seen": 100000, "epochs": float(R), "val/ar_nll": nll, "val/md_elbo": nll + 1.0,
+            "eval/avg/ar": nll / 10, "precision": "fp32", "flag": True}))
+    if metrics is not None:
+        (d / "metrics.jsonl").write_text(metrics)
+    return d
+
+
+def curve(nlls: list[float], tail: str = "") -> str:
+    lines = []
+    for i, v in enumerate(nlls, 1):
+        lines.append(json.dumps({"step": 5 * i, "tokens_seen": 1000 * i, "epochs": 0.5 * i, "train/loss": v + 0.1}))
+        lines.append(json.dumps({"step": 5 * i, "tokens_seen": 1000 * i, "epochs": 0.5 * i, "train/loss": v,
+                                 "val/ar_nll": v, "val/md_elbo": v + 1}))
+    return "\n".join(lines) + "\n" + tail
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    root = tmp_path / "sweep"
+    k = 0
+    for (R, a), cell in GRID.items():
+        base = root / "deep" / "er" if R == 16 else root  # run dirs at any depth
+        if cell == "failed":
+            make_run(base, f"run{k:02d}", R=R, alpha=a, state="failed")
+            k += 1
+        elif cell == "corrupt":
+            make_run(base, f"run{k:02d}", R=R, alpha=a, state="done", summary="corrupt")
+            k += 1
+        else:
+            for seed, v in enumerate(cell):
+                metrics = curve([v + 0.3, v, v + 0.2]) if R == 4 or (R, a) == (1, 1.0) else None
+                if (R, a) == (1, 1.0):
+                    metrics = curve([v + 0.3, v, v + 0.2], tail='{"step": 20, "tokens_seen": 4000, "val/ar_nll": 3.')
+                make_run(base, f"run{k:02d}", R=R, alpha=a, seed=seed, nll=v, metrics=metrics)
+                k += 1
+    # a running second seed and a config-only (pending) third seed: neither counts in the table
+    make_run(root, "running", R=1, alpha=0.5, seed=1, state="running")
+    make_run(root, "pending", R=1, alpha=0.0, seed=2, status=False, summary=False)
+    # noise a sweep folder may hold: hidden hydra dirs, checkpoints inside a run dir
+    (root / ".hydra").mkdir()
+    (root / ".hydra" / "config.yaml").write_text("a: 1\n")
+    (root / "run00" / "checkpoints" / "step_0000010").mkdir(parents=True)
+    return root
+
+
+def test_load_runs_rows_states_and_columns(sweep):
+    df = load_runs(sweep)
+    assert len(df) == 15
+    assert status_counts(df) == {"done": 11, "failed": 1, "running": 1, "pending": 1, "damaged": 1}
+    assert status_line(df) == "15 runs: 11 done, 1 failed, 1 running, 1 pending, 1 damaged"
+    assert list(df.columns[:8]) == ["run_id", "path", "state", "model", "alpha", "repetitions", "seed", "tokens"]
+    assert {"val/ar_nll", "val/md_elbo", "eval/avg/ar", "tokens_seen", "epochs"} <= set(df.columns)
+    assert "flag" not in df and "precision" not in df  # only numeric summary keys
+    assert list(df["repetitions"]) == sorted(df["repetitions"])  # sorted by model, R, α, seed
+    assert (df["tokens"] == 100000).all() and (df["model"] == "tiny").all()
+    failed = df[df["state"] == "failed"].iloc[0]
+    assert (failed["repetitions"], failed["alpha"]) == (4, 0.5)  # from config.yaml, no summary
+    assert math.isnan(failed["val/ar_nll"]) and "nan" in failed["error"]
+    damaged = df[df["state"] == "damaged"].iloc[0]
+    assert (damaged["repetitions"], damaged["alpha"]) == (16, 0.25)
+    assert math.isnan(damaged["val/ar_nll"]) and "summary.json is damaged" in damaged["note"]
+    assert df.loc[df["run_id"] == "pending", "state"].item() == "pending"
+
+
+def test_single_run_dir_and_empty_folder(sweep, tmp_path):
+    assert len(find_run_dirs(sweep)) == 15
+    one = load_runs(sweep / "run00")
+    assert len(one) == 1 and one["state"].item() == "done" and one["val/ar_nll"].item() == 3.5
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for path in (empty, tmp_path / "does-not-exist"):
+        with pytest.raises(RunDirError) as e:
+            load_runs(path)
+        msg = str(e.value)
+        assert "\n" not in msg
+        assert msg == f"no runs under {path}; run `dualobj sweep ...` first or point to a sweep folder"
+
+
+def test_pivot_numbers(sweep):
+    p = pivot(load_runs(sweep), "val/ar_nll")
+    assert p.lower_is_better and p.model == "tiny"
+    assert list(p.mean.index) == [1, 4, 16] and p.alphas == ALPHAS
+    assert p.mean.loc[4, 0.25] == pytest.approx(3.10)
+    assert p.std.loc[4, 0.25] == pytest.approx(0.1 / math.sqrt(2))  # sample std of 3.05, 3.15
+    assert p.n.loc[4, 0.25] == 2 and p.n.loc[16, 1.0] == 2 and p.n.loc[1, 0.5] == 1  # running seed excluded
+    assert p.mean.loc[16, 1.0] == pytest.approx(4.0) and math.isnan(p.std.loc[1, 0.0])
+    for cell in [(4, 0.5), (16, 0.25), (16, 0.0)]:  # failed, corrupt summary, missing
+        assert math.isnan(p.mean.loc[cell]) and p.n.loc[cell] == 0
+    assert p.states[(4, 0.5)] == ["failed"] and p.states[(16, 0.25)] == ["damaged"]
+    b = p.best
+    assert list(b["best α"]) == [1.0, 0.25, 0.5]
+    assert list(b["best"]) == pytest.approx([3.00, 3.10, 3.25])
+    assert list(b["Δ vs AR"]) == pytest.approx([0.0, -0.50, -0.75])
+    assert b.loc[1, "Δ vs MD"] == pytest.approx(-0.50) and b.loc[4, "Δ vs MD"] == pytest.approx(-0.30)
+    assert math.isnan(b.loc[16, "Δ vs MD"])  # α=0 missing at R=16
+    assert list(p.table.columns) == ALPHAS + ["best α", "best", "Δ vs AR", "Δ vs MD"]
+
+
+def test_higher_is_better_and_unknown_metric(sweep):
+    df = load_runs(sweep)
+    p = pivot(df, "eval/avg/ar")  # accuracy-like: nll / 10, so the max sits where the NLL is worst
+    assert not p.lower_is_better
+    assert list(p.best["best α"]) == [0.0, 1.0, 1.0]
+    assert p.best.loc[1, "best"] == pytest.approx(0.35)
+    assert p.best.loc[1, "Δ vs AR"] == pytest.approx(0.05)
+    forced = pivot(df, "val/ar_nll", lower_is_better=False)
+    assert list(forced.best["best α"]) == [0.0, 1.0, 1.0]
+    nothing = pivot(df, "val/not_logged")
+    assert nothing.mean.isna().all().all() and nothing.best["best α"].isna().all()
+
+
+def test_exports(sweep, tmp_path):
+    p = pivot(load_runs(sweep), "val/ar_nll")
+    md = to_markdown(p)
+    assert "**3.0000**" in md and "**3.1000 ± 0.0707**" in md and "**3.2500**" in md
+    assert md.count("**") == 6  # one bold cell per row
+    assert "failed" in md and "damaged" in md
+    assert md.splitlines()[0].startswith("| R \\ α | 0 | 0.25 | 0.5 | 1 | best α | best | Δ vs AR | Δ vs MD |")
+    tex = to_latex(p)
+    assert r"\textbf{3.1000 $\pm$ 0.0707}" in tex and tex.count(r"\textbf") == 3
+    assert r"\begin{tabular}" in tex and r"\end{tabular}" in tex
+    back = pd.read_csv(to_csv(p, tmp_path / "t.csv"), index_col=0)
+    assert back.shape == (3, 4 + 4)
+    assert list(back.index) == [1, 4, 16]
+    assert back.loc[4, "0.25"] == pytest.approx(3.10) and math.isnan(back.loc[4, "0.5"])
+    assert list(back["best α"]) == [1.0, 0.25, 0.5]
+    cells = cells_frame(p)
+    assert len(cells) == 12 and cells["best"].sum() == 3
+    row = cells[(cells["R"] == 4) & (cells["alpha"] == 0.25)].iloc[0]
+    assert (row["n"], row["mean"]) == (2, pytest.approx(3.10))
+
+
+def test_curves_skip_truncated_lines(sweep):
+    c = load_curves(sweep)
+    r1 = c[c["run_id"] == "run03"]  # R=1, α=1, whose metrics.jsonl ends in a cut line
+    assert len(r1) == 3 and list(r1["step"]) == [5, 10, 15]
+    assert list(r1["val/ar_nll"]) == pytest.approx([3.3, 3.0, 3.2])
+    assert {"tokens_seen", "epochs", "val/md_elbo", "alpha", "repetitions", "seed"} <= set(c.columns)
+    assert "train/loss" not in c
+    assert len(c) == 3 * (1 + 4)  # run03 + the four done runs at R=4
+    assert set(c["repetitions"]) == {1.0, 4.0}
+
+
+def _is_png(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 100 and path.read_bytes()[:8] == PNG
+
+
+def test_plots(sweep, tmp_path):
+    df, c = load_runs(sweep), load_curves(sweep)
+    assert _is_png(plot_vs_alpha(df, tmp_path / "a.png", "val/ar_nll"))
+    assert _is_png(plot_heatmap(df, tmp_path / "h.png", "eval/avg/ar"))
+    assert _is_png(plot_curves(c, tmp_path / "c.png", "val/ar_nll"))
+    assert _is_png(plot_curves(c.iloc[0:0], tmp_path / "empty.png", "val/ar_nll"))  # nothing to draw
+
+
+def test_write_report(sweep, tmp_path):
+    files = write_report(sweep, metrics=None, formats=["md", "csv", "tex"], out_dir=None)
+    out = sweep / "report"
+    assert all(Path(f).parent == out and Path(f).exists() for f in files)
+    names = {Path(f).name for f in files}
+    assert {"report.md", "tiny_val_ar_nll.csv", "tiny_val_md_elbo.tex", "tiny_val_ar_nll_heatmap.png",
+            "tiny_val_ar_nll_vs_alpha.png", "tiny_val_md_elbo_curves.png", "tiny_eval_avg_ar.md"} <= names
+    assert "tiny_eval_avg_md.md" not in names  # eval/avg/md is in no summary
+    assert all(_is_png(Path(f)) for f in files if str(f).endswith(".png"))
+    text = files.markdown
+    assert "15 runs: 11 done, 1 failed, 1 running, 1 pending, 1 damaged" in text
+    assert "## tiny — val/ar_nll (lower is better)" in text and "eval/avg/ar (higher is better)" in text
+    assert "**3.1000 ± 0.0707**" in text and "RuntimeError: loss is nan" in text
+    assert (out / "report.md").read_text() == text
+    assert load_runs(sweep).shape[0] == 15  # the report folder is not mistaken for a run
+
+    only = write_report(sweep, metrics=["val/md_elbo"], formats=["csv"], out_dir=tmp_path / "r", plots=False)
+    assert sorted(Path(f).name for f in only) == ["tiny_val_md_elbo.csv", "tiny_val_md_elbo_cells.csv"]
+    assert only.markdown.count("## tiny") == 1
+    with pytest.raises(Exception, match="val/typo"):
+        write_report(sweep, metrics=["val/typo"], formats=["md"], out_dir=tmp_path / "x")
+    with pytest.raises(Exception, match="unknown report format"):
+        write_report(sweep, formats=["pdf"], out_dir=tmp_path / "x")
+
+
+def test_format_alpha():
+    assert [format_alpha(a) for a in (0, 1 / 256, 1 / 16, 0.25, 0.5, 0.75, 1)] == [
+        "0", "1/256", "1/16", "0.25", "0.5", "0.75", "1"]
+
+
+def test_two_models_damaged_status_and_tiny_alphas(tmp_path):
+    root = tmp_path / "s"
+    make_run(root, "a", R=2, alpha=1 / 256, nll=3.0, model="small")
+    make_run(root, "b", R=2, alpha=0.0, nll=3.2, model="small")
+    make_run(root, "c", R=2, alpha=1.0, nll=2.5, model="tiny")
+    d = make_run(root, "d", R=2, alpha=0.5, state="running", model="tiny", metrics="")
+    (d / "status.json").write_text("{not json")
+    df = load_runs(root)
+    assert df.set_index("run_id").loc["d", "state"] == "unknown"
+    with pytest.raises(Exception, match="several model sizes"):
+        pivot(df, "val/ar_nll")
+    p = pivot(df, "val/ar_nll", model="small")
+    assert p.alphas == [0.0, 1 / 256] and p.best.loc[2, "best α"] == 1 / 256 and "Δ vs AR" not in p.best
+    assert "| R \\ α | 0 | 1/256 | best α | best | Δ vs MD |" in to_markdown(p)
+    files = write_report(root, formats=["md"], out_dir=tmp_path / "out", plots=False)
+    assert {"small_val_ar_nll.md", "tiny_val_ar_nll.md"} <= {Path(f).name for f in files}
+    assert "1 unknown" in files.markdown

@@ -21,6 +21,18 @@ app = typer.Typer(
     help="Train and compare dual-objective (AR + masked-diffusion) language models.",
 )
 console = Console(stderr=True)
+
+
+def _stdout() -> Console:
+    """Tables on stdout; wide when piped to a file (rich would cut them at 80 columns)."""
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+def _si(n: float) -> str:
+    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.4g}{unit}"
+    return f"{n:g}"
 _state = {"debug": bool(os.environ.get("DUALOBJ_DEBUG"))}
 
 OVERRIDES = typer.Argument(None, help="Hydra overrides, e.g. model=small data.repetitions=16 objective.alpha=0.75")
@@ -89,6 +101,157 @@ def show_config(overrides: list[str] = OVERRIDES) -> None:
         typer.echo(f"{section.name}:")
         for f in fields(value):
             typer.echo(f"  {f.name}: {getattr(value, f.name)!r:<24} # {docs.get(f.name, '')}")
+
+
+def _hms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s >= 86400:
+        return f"{s / 86400:.1f}d"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _alpha(a) -> str:
+    from fractions import Fraction
+
+    if a is None:
+        return "-"
+    f = Fraction(a).limit_denominator(1024)
+    return str(f) if abs(float(f) - a) < 1e-12 and f.denominator > 1 else f"{a:g}"
+
+
+@app.command()
+@friendly
+def sweep(
+    spec: Path = typer.Argument(..., help="Sweep file, e.g. sweeps/smoke.yaml"),
+    args: list[str] = typer.Argument(None, help="hydra/launcher=... and hydra.launcher.* go to the launcher; "
+                                                "other key=value overrides apply to every cell"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and stop."),
+    out: Path = typer.Option(None, "--out", help="Sweep folder (default runs/<sweep name>)."),
+) -> None:
+    """Run every cell of a sweep that is not done yet; safe to re-run at any time."""
+    from rich.table import Table
+
+    from dualobj import sweep as S
+
+    spec_ = S.load_spec(spec)
+    args = list(args or [])
+    hydra_args = [a for a in args if a.startswith(("hydra/", "hydra."))]
+    extra = [a for a in args if a not in hydra_args]
+    folder = out or Path("runs") / spec_.name
+    cells = S.plan(spec_, folder, extra)
+    S.check_data(cells)
+    launcher_ov, threads = S.launcher_overrides(spec_, hydra_args)
+    table = Table(title=f"sweep {spec_.name}: {len(cells)} cells -> {folder}", show_lines=False)
+    for col in ("run id", "model", "params", "R", "α", "seed", "tokens", "unique", "epochs", "AR-epochs", "steps",
+                "FLOPs", "est. time", "state"):
+        table.add_column(col, justify="right")
+    good = [c for c in cells if c.cfg is not None and not c.error]
+    for c in good:
+        m = c.semantic
+        table.add_row(c.run_id, m["model"], _si(c.params), str(m["R"]), _alpha(m["alpha"]), str(m["seed"]),
+                      _si(m["tokens"]), _si(m["unique_tokens"]), f"{m['epochs']:g}", f"{m['ar_epochs']:.3g}",
+                      f"{c.steps:,}", f"{c.flops:.2e}", _hms(c.est_s), c.state)
+    todo = [c for c in good if c.state != "done"]
+    table.add_section()
+    table.add_row("total", "", "", "", "", "", _si(sum(c.semantic["tokens"] for c in good)), "", "", "",
+                  f"{sum(c.steps for c in good):,}", f"{sum(c.flops for c in good):.2e}",
+                  _hms(sum(c.est_s for c in good)), f"{len(good) - len(todo)} done")
+    out_console = _stdout()
+    out_console.print(table)
+    jobs = next((a.split("=")[1] for a in launcher_ov if a.startswith("hydra.launcher.n_jobs=")), None)
+    launcher_name = next((a.split("=")[1] for a in launcher_ov if a.startswith("hydra/launcher=")), "?")
+    out_console.print(f"launcher: {launcher_name}" + (f" ({jobs} jobs x {threads} threads)" if jobs else "")
+                      + f"; time estimate from {', '.join(sorted({c.throughput_source for c in good})) or '-'}"
+                      + (f"; wall time with {jobs} parallel jobs ~{_hms(sum(c.est_s for c in todo) / int(jobs))}" if jobs else ""))
+    if len(launcher_ov) > 1:
+        out_console.print("launcher settings: " + " ".join(launcher_ov))
+    bad = [c for c in cells if c.error]
+    if bad:
+        for c in bad:
+            console.print(f"[bold red]invalid cell[/] {' '.join(c.overrides)}: {c.error}", highlight=False, soft_wrap=True)
+        raise S.ConfigError(f"{len(bad)} of {len(cells)} cells are invalid (listed above); fix the sweep file")
+    if dry_run:
+        return
+    S.write_manifest(spec_, folder, good)
+    if not todo:
+        console.print("nothing to do: every cell is done")
+        return
+    console.print(f"running {len(todo)} cell(s) ...")
+    try:
+        results = S.launch(todo, spec_, folder, hydra_args)
+    except KeyboardInterrupt:
+        results = None
+    from collections import Counter
+
+    from dualobj.status import sweep_rows
+
+    left = [r for r in sweep_rows(folder) if r["state"] != "done"]
+    if results is None:
+        console.print(f"[yellow]stopped[/]: {len(left)} cell(s) not done; finished work is kept, re-run to continue")
+        raise typer.Exit(130)
+    counts = Counter(r["outcome"] for r in results)
+    console.print("results: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    for r in results:
+        if r["outcome"] not in ("done",):
+            console.print(f"  {r['run_id']}: {r['outcome']} {r.get('error') or ''}", highlight=False)
+    console.print(f"{len(good) - len(left)}/{len(good)} cells done" + (f"; re-run to continue ({len(left)} left)" if left else ""))
+    if left:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def status(folder: Path = typer.Argument(..., help="Sweep folder, e.g. runs/smoke")) -> None:
+    """Show every cell's state, progress, last loss, heartbeat and attempts; exit 0 only if all are done."""
+    from rich.table import Table
+
+    from dualobj.status import sweep_rows
+
+    rows = sweep_rows(folder)
+    table = Table(title=f"{folder}")
+    for col in ("run id", "model", "R", "α", "seed", "state", "step", "last loss", "heartbeat", "attempts", "left"):
+        table.add_column(col, justify="right")
+    colour = {"done": "green", "running": "cyan", "failed": "red", "dead": "yellow", "damaged": "red"}
+    for r in rows:
+        st = r["state"]
+        table.add_row(r["run_id"], str(r["model"] or "-"), str(r["R"] or "-"), _alpha(r["alpha"]), str(r["seed"]),
+                      f"[{colour.get(st, 'white')}]{st}[/]", f"{r['step']}/{r['total_steps'] or '?'}",
+                      f"{r['last_loss']:.4f}" if r["last_loss"] is not None else "-",
+                      _hms(r["heartbeat_age_s"]) + " ago" if r["heartbeat_age_s"] is not None else "-",
+                      str(r["attempts"]), _hms(r["est_s_left"]) if st != "done" else "")
+    c = _stdout()
+    c.print(table)
+    from collections import Counter
+
+    counts = Counter(r["state"] for r in rows)
+    left = sum(r["flops_left"] for r in rows)
+    c.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f"; compute left {left:.2e} FLOPs"
+            + f" (~{_hms(sum(r['est_s_left'] for r in rows))})")
+    for r in rows:
+        if r["error"] and r["state"] != "done":
+            c.print(f"  {r['run_id']} ({r['state']}): {r['error']}", highlight=False)
+    if counts.get("done", 0) != len(rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def report(
+    path: Path = typer.Argument(..., help="Sweep folder or run directory"),
+    metric: list[str] = typer.Option(None, "--metric", "-m", help="Metric(s) to tabulate (default val/ar_nll, val/md_elbo)"),
+    fmt: str = typer.Option("md,csv,tex", "--format", "-f", help="Comma-separated: md, csv, tex"),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder (default <path>/report)"),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots"),
+) -> None:
+    """Comparison tables (rows = R, columns = α, best α marked) and plots from stored results."""
+    from dualobj.report import write_report
+
+    files = write_report(path, metrics=metric or None, formats=[f for f in fmt.split(",") if f], out_dir=out,
+                         plots=plots)
+    typer.echo(files.markdown)
+    console.print(f"wrote {len(files)} files to {out or Path(path) / 'report'}")
 
 
 def _tune_malloc() -> None:

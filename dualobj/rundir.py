@@ -12,6 +12,8 @@ Checkpoints carry sha256 checksums in meta.json and load only through safe loade
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -72,9 +74,46 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+class RunDirLocked(RunDirError):
+    """Another live process holds this run directory."""
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    # ----------------------------------------------------------------- lock
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold an exclusive lock on the run for the life of this process (released by the OS if it dies).
+
+        A dead run therefore never blocks a resume, and two live processes never train one run.
+        """
+        self.create()
+        f = open(self.path / ".lock", "a+")
+        try:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunDirLocked(
+                    f"{self.path} is being trained by another live process; wait for it or stop it first"
+                ) from None
+            yield
+        finally:
+            f.close()
+
+    def is_locked(self) -> bool:
+        """True while some live process holds the run's lock."""
+        lock = self.path / ".lock"
+        if not lock.exists():
+            return False
+        with open(lock, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
 
     # ----------------------------------------------------------------- files
     @property

@@ -12,7 +12,6 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,8 @@ from dualobj.objective import ar_nll, ar_rows, dual_loss, md_elbo
 from dualobj.optim import build_optimizer, set_lr
 from dualobj.rundir import RunDir, write_json
 
+# SIGTERM / SIGUSR1: what SLURM sends before pre-emption; SIGUSR2: submitit's time-out signal.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 _STEP_DELAY = float(os.environ.get("DUALOBJ_STEP_DELAY", "0") or 0)
 
 
@@ -38,6 +39,14 @@ class TrainingFailed(DualObjError):
 
 class Interrupted(DualObjError):
     """Stopped by a signal after saving a checkpoint; re-running resumes."""
+
+    def __init__(self, msg: str, signum: int = 0):
+        super().__init__(msg)
+        self.signum = signum
+
+
+class GaveUp(DualObjError):
+    """The run failed as many times as it may; it is not retried."""
 
 
 def pick_device() -> torch.device:
@@ -62,8 +71,9 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 class Trainer:
     """Holds everything one run needs; ``run()`` trains to the budget (or resumes) and summarises."""
 
-    def __init__(self, cfg: Config, out: str | Path | None = None, console=None):
+    def __init__(self, cfg: Config, out: str | Path | None = None, console=None, max_attempts: int = 0):
         self.cfg = cfg
+        self.max_attempts = max_attempts  # 0 = unlimited; a sweep sets its retry limit
         self.run_id = run_id(cfg)
         self.rd = RunDir(out or cfg.out or f"runs/{self.run_id}")
         self.console = console
@@ -200,10 +210,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
+        self.rd.create()
+        with self.rd.lock():
+            return self._run_locked()
+
+    def _run_locked(self) -> dict:
         cfg, rd = self.cfg, self.rd
-        rd.create()
         self._check_identity()
         status = rd.status()
+        if status.get("state") == "failed" and self.max_attempts and status.get("attempts", 0) >= self.max_attempts:
+            raise GaveUp(f"run {self.run_id} failed {status['attempts']} times (last: {status.get('error')}); "
+                         f"not retried. Fix the cause, then delete {rd.status_path} to try again")
         if status.get("state") == "done" and rd.summary_path.exists():
             self.say(f"run {self.run_id} is already done: {rd.path}")
             from dualobj.rundir import read_json
@@ -227,7 +244,7 @@ class Trainer:
         rd.set_status(state="running", step=start, total_steps=self.total_steps, attempts=attempts,
                       run_id=self.run_id, error=None)
         logger = make_logger(cfg, self.run_id, rd.path)
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
+        old = {s: signal.signal(s, self._on_signal) for s in _STOP_SIGNALS}
         try:
             summary = self._loop(start, logger)
         except KeyboardInterrupt:
@@ -288,7 +305,7 @@ class Trainer:
                     name = signal.Signals(self._stop_signal).name
                     rd.set_status(state="interrupted", error=f"stopped by {name} at step {done}; re-run to resume")
                     raise Interrupted(f"stopped by {name} at step {done} after saving a checkpoint; "
-                                      f"re-run the same command to resume")
+                                      f"re-run the same command to resume", self._stop_signal)
         final = getattr(self, "_last_val", None) or self.validate()
         prev_time = float(rd.status().get("train_time_s", 0.0)) if start else 0.0
         summary = {
@@ -348,9 +365,8 @@ def _progress(enabled: bool, console):
     )
 
 
-def train(cfg: Config, out: str | Path | None = None, console=None) -> dict:
+def train(cfg: Config, out: str | Path | None = None, console=None, max_attempts: int = 0) -> dict:
     """Train (or resume, or skip if done) the run for ``cfg``; return its summary."""
-    return Trainer(cfg, out, console).run()
+    return Trainer(cfg, out, console, max_attempts).run()
 
 
-__all__ = ["train", "Trainer", "TrainingFailed", "Interrupted", "asdict"]

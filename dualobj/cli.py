@@ -165,8 +165,9 @@ def sweep(
     out_console.print(f"launcher: {launcher_name}" + (f" ({jobs} jobs x {threads} threads)" if jobs else "")
                       + f"; time estimate from {', '.join(sorted({c.throughput_source for c in good})) or '-'}"
                       + (f"; wall time with {jobs} parallel jobs ~{_hms(sum(c.est_s for c in todo) / int(jobs))}" if jobs else ""))
-    if len(launcher_ov) > 1:
-        out_console.print("launcher settings: " + " ".join(launcher_ov))
+    if dry_run:
+        out_console.print(f"launcher config ({' '.join(launcher_ov)}):")
+        out_console.print(S.launcher_config(spec_, folder, hydra_args).rstrip(), highlight=False)
     bad = [c for c in cells if c.error]
     if bad:
         for c in bad:

@@ -301,18 +301,51 @@ def run_cell(cfg, max_attempts: int = 2) -> dict:
         return {"run_id": rid, "outcome": "failed", "error": f"{e.__class__.__name__}: {e}"}
 
 
+def _master(spec: SweepSpec, out_dir: Path, launcher_ov: list[str]):
+    """Hydra itself and the multirun config that carries the launcher's settings."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    C.register_schemas()
+    GlobalHydra.instance().clear()
+    hydra = Hydra.create_main_hydra2(task_name="dualobj", config_search_path=create_config_search_path(str(C.CONF_DIR)))
+    try:
+        master = hydra.compose_config(
+            "config",
+            overrides=[*launcher_ov, "hydra/job_logging=disabled", "hydra/hydra_logging=disabled",
+                       f"hydra.sweep.dir={Path(out_dir).resolve() / '.hydra'}", "hydra.sweep.subdir=${hydra.job.num}",
+                       f"hydra.job.name={spec.name}"],
+            run_mode=RunMode.MULTIRUN, with_log_configuration=False,
+        )
+    except Exception as e:
+        raise ConfigError(C._explain_hydra_error(e, launcher_ov)) from e
+    return hydra, master
+
+
+def launcher_config(spec: SweepSpec, out_dir: Path, hydra_args: list[str]) -> str:
+    """The launcher's resolved settings as YAML (shown by --dry-run)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    launcher_ov, _ = launcher_overrides(spec, hydra_args)
+    _, master = _master(spec, out_dir, launcher_ov)
+    GlobalHydra.instance().clear()
+    node = OmegaConf.to_container(master.hydra.launcher, resolve=False)
+    return OmegaConf.to_yaml(node)
+
+
 def launch(cells: list[Cell], spec: SweepSpec, out_dir: Path, hydra_args: list[str]) -> list[dict]:
     """Run ``cells`` through the Hydra launcher plugin chosen by the sweep file or hydra/launcher=..."""
     import functools
 
-    from hydra._internal.hydra import Hydra
-    from hydra._internal.utils import create_config_search_path
+    from hydra._internal.callbacks import Callbacks
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.plugins import Plugins
     from hydra.core.utils import JobStatus
-    from hydra.types import HydraContext, RunMode
+    from hydra.types import HydraContext
 
-    C.register_schemas()
     launcher_ov, threads = launcher_overrides(spec, hydra_args)
     job_ov = []
     for c in cells:
@@ -320,20 +353,7 @@ def launch(cells: list[Cell], spec: SweepSpec, out_dir: Path, hydra_args: list[s
         if threads and not any(o.startswith("train.threads=") for o in c.overrides):
             extra.append(f"train.threads={threads}")
         job_ov.append([*c.overrides, *extra])
-    GlobalHydra.instance().clear()
-    hydra = Hydra.create_main_hydra2(task_name="dualobj", config_search_path=create_config_search_path(str(C.CONF_DIR)))
-    try:
-        master = hydra.compose_config(
-            "config",
-            overrides=[*launcher_ov, "hydra/job_logging=disabled", "hydra/hydra_logging=disabled",
-                       f"hydra.sweep.dir={out_dir / '.hydra'}", "hydra.sweep.subdir=${hydra.job.num}",
-                       f"hydra.job.name={spec.name}"],
-            run_mode=RunMode.MULTIRUN, with_log_configuration=False,
-        )
-    except Exception as e:
-        raise ConfigError(C._explain_hydra_error(e, launcher_ov)) from e
-    from hydra._internal.callbacks import Callbacks
-
+    hydra, master = _master(spec, out_dir, launcher_ov)
     task = functools.partial(run_cell, max_attempts=1 + spec.retries)
     launcher = Plugins.instance().instantiate_launcher(
         config=master, hydra_context=HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks(master)),

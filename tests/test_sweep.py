@@ -1,0 +1,256 @@
+"""Sweeps: spec parsing, grid expansion, the plan, run-id stability, states, retries and locks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dualobj import config
+from dualobj import sweep as S
+from dualobj.errors import ConfigError
+from dualobj.rundir import RunDir, RunDirLocked, write_json
+from dualobj.status import sweep_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spec_file(tmp_path, text: str) -> Path:
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("name: x\naxes: {seed: [0]\n", "is not valid YAML at line"),
+    ("- a\n- b\n", "must be a mapping"),
+    ("name: x\naxes: {seed: [0]}\nlaunch: basic\n", "unknown key(s) ['launch']"),
+    ("name: 'a b'\naxes: {seed: [0]}\n", "'name' must be a simple name"),
+    ("name: x\n", "has neither 'axes' nor 'cells'"),
+    ("name: x\naxes: {seed: []}\n", "non-empty lists"),
+    ("name: x\ncells: [1, 2]\n", "'cells' must be a list of mappings"),
+    ("name: x\naxes: {seed: [0]}\nretries: -1\n", "'retries' must be a whole number"),
+    ("name: x\naxes: {seed: [0]}\nfixed: [model]\n", "'fixed' must be a list of key=value"),
+])
+def test_bad_sweep_files_get_one_clear_line(tmp_path, text, fragment):
+    with pytest.raises(ConfigError) as e:
+        S.load_spec(spec_file(tmp_path, text))
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_missing_sweep_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        S.load_spec(tmp_path / "nope.yaml")
+
+
+def test_grid_and_explicit_cells_expand(tmp_path):
+    spec = S.load_spec(spec_file(tmp_path, """
+name: g
+fixed: [model=tiny]
+axes: {seed: [0, 1], objective.alpha: [0, 63/64]}
+cells:
+  - {data.repetitions: 1}
+  - {data.repetitions: 4, train.lr: 0.001}
+"""))
+    cells = S.cell_overrides(spec, ["train.tokens=99999"])
+    assert len(cells) == 2 * 2 * 2
+    assert cells[0] == ["model=tiny", "seed=0", "objective.alpha=0", "data.repetitions=1", "train.tokens=99999"]
+    assert "objective.alpha=0.984375" in cells[-1] and "train.lr=0.001" in cells[-1]
+
+
+def test_plan_derives_quantities_and_stable_run_ids(tmp_path):
+    spec = S.load_spec(ROOT / "sweeps" / "smoke.yaml")
+    a = S.plan(spec, tmp_path)
+    b = S.plan(spec, tmp_path)
+    assert [c.run_id for c in a] == [c.run_id for c in b]
+    assert len({c.run_id for c in a}) == len(a) == 6
+    for c in a:
+        assert c.run_id == config.run_id(c.cfg) and c.cfg.out == str(tmp_path / c.run_id)
+        m = c.semantic
+        assert m["unique_tokens"] == m["tokens"] // m["R"] and m["ar_epochs"] == pytest.approx(m["alpha"] * m["R"])
+        assert c.steps == 65536 // (16 * 128) and c.state == "pending" and c.flops > 0 and c.est_s > 0
+
+
+def test_run_id_ignores_launcher_and_logging_settings(tmp_path):
+    spec = S.load_spec(ROOT / "sweeps" / "smoke.yaml")
+    plain = [c.run_id for c in S.plan(spec, tmp_path)]
+    noisy = [c.run_id for c in S.plan(spec, tmp_path, ["logger=wandb", "train.threads=1", "train.progress=false"])]
+    changed = [c.run_id for c in S.plan(spec, tmp_path, ["train.lr=0.001"])]
+    assert plain == noisy and set(plain).isdisjoint(changed)
+
+
+def test_invalid_cells_are_all_reported_before_anything_runs(tmp_path):
+    spec = S.load_spec(spec_file(tmp_path, """
+name: bad
+fixed: [train.tokens=65536]
+cells:
+  - {objective.alpha: 2}
+  - {data.repetitions: 4096}
+  - {objective.alpha: 0.5}
+"""))
+    cells = S.plan(spec, tmp_path)
+    errors = [c.error for c in cells if c.error]
+    assert len(errors) == 2
+    assert "outside [0, 1]" in errors[0] and "under one sequence" in errors[1]
+
+
+def test_paper_grid_plans_with_the_papers_numbers(tmp_path):
+    spec = S.load_spec(ROOT / "sweeps" / "paper.yaml")
+    cells = S.plan(spec, tmp_path)
+    assert not [c.error for c in cells if c.error]
+    assert len(cells) == 54
+    by_r = {c.semantic["R"]: c.semantic["unique_tokens"] for c in cells}
+    assert by_r[1] == 34_359_738_368 and by_r[256] == 134_217_728
+    assert sorted(by_r) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    assert all(c.steps == 8192 and c.params == 468_700_160 for c in cells)
+    total = sum(c.flops for c in cells)
+    assert 5e21 < total < 6.5e21  # 54 x ~1.07e20 (6 N D incl. head + attention)
+    launcher = S.launcher_config(spec, tmp_path, [])
+    assert "SlurmLauncher" in launcher and "timeout_min: 1440" in launcher
+
+
+def _status(rd: RunDir, **fields):
+    rd.create()
+    write_json(rd.status_path, {"heartbeat": time.time(), "attempts": 1, **fields})
+
+
+def test_cell_states_from_run_directories(tmp_path):
+    done, running, dead, failed, damaged = (RunDir(tmp_path / n) for n in ("d", "r", "x", "f", "z"))
+    _status(done, state="done")
+    write_json(done.summary_path, {"val/ar_nll": 1.0})
+    _status(running, state="running")
+    _status(dead, state="running")
+    _status(failed, state="failed", error="boom")
+    _status(damaged, state="done")
+    damaged.summary_path.write_text("{not json")
+    assert S.cell_state(RunDir(tmp_path / "none")) == "pending"
+    with running.lock():
+        assert running.is_locked()
+        assert S.cell_state(running) == "running"
+        with pytest.raises(RunDirLocked):
+            with running.lock():
+                pass
+    assert S.cell_state(running) == "dead"  # its holder is gone: a re-run resumes it
+    assert [S.cell_state(r) for r in (done, dead, failed, damaged)] == ["done", "dead", "failed", "damaged"]
+    rows = {r["run_id"]: r for r in sweep_rows(tmp_path)}
+    assert rows["z"]["state"] == "damaged" and rows["f"]["error"] == "boom"
+
+
+def test_a_failed_cell_is_retried_up_to_the_limit(tmp_path, micro):
+    cfg = config.load([*micro, "train.tokens=512", f"out={tmp_path / 'r'}"])
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(cfg)
+    _status(RunDir(tmp_path / "r"), state="failed", attempts=2, error="earlier crash")
+    out = S.run_cell(node, max_attempts=2)
+    assert out["outcome"] == "gave up" and "failed 2 times" in out["error"]
+    _status(RunDir(tmp_path / "r"), state="failed", attempts=1, error="earlier crash")
+    assert S.run_cell(node, max_attempts=2)["outcome"] == "done"
+    assert json.loads((tmp_path / "r" / "status.json").read_text())["attempts"] == 2
+
+
+MICRO_CLI = ["model.vocab_size=512", "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64",
+             "model.seq_len=32", "train.batch_size=8"]
+
+
+def sweep_cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "dualobj.cli", "sweep", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_smoke_sweep_runs_through_hydra_launchers(tmp_path, cache_dir, launcher):
+    out = tmp_path / "sweep"
+    args = [str(ROOT / "sweeps" / "smoke.yaml"), f"hydra/launcher={launcher}", "--out", str(out),
+            *MICRO_CLI, "train.tokens=2048", f"data.cache_dir={cache_dir}"]
+    res = sweep_cli(*args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = sweep_rows(out)
+    assert len(rows) == 6 and all(r["state"] == "done" and r["attempts"] == 1 for r in rows)
+    again = sweep_cli(*args)
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+    status = subprocess.run([sys.executable, "-m", "dualobj.cli", "status", str(out)], capture_output=True, text=True)
+    assert status.returncode == 0 and "6 done" in status.stdout
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_one_folder_train_each_cell_once(tmp_path, cache_dir):
+    out = tmp_path / "sweep"
+    args = [str(ROOT / "sweeps" / "smoke.yaml"), "hydra/launcher=basic", "--out", str(out), *MICRO_CLI,
+            "train.tokens=2560", f"data.cache_dir={cache_dir}"]
+    env = {**os.environ, "DUALOBJ_STEP_DELAY": "0.05"}
+    procs = [subprocess.Popen([sys.executable, "-m", "dualobj.cli", "sweep", *args], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    rows = sweep_rows(out)
+    assert len(rows) == 6 and all(r["state"] == "done" for r in rows), outs
+    assert all(r["attempts"] == 1 for r in rows), [(r["run_id"], r["attempts"]) for r in rows]
+    skipped = sum(o[1].count("running elsewhere") for o in outs)
+    assert skipped >= 1, "the two sweeps never met on a cell"
+    for r in rows:
+        steps = [json.loads(line)["step"] for line in (out / r["run_id"] / "metrics.jsonl").read_text().splitlines()]
+        assert steps == sorted(set(steps)), "a cell was trained twice"
+
+
+@pytest.mark.slow
+def test_killed_sweep_finishes_on_rerun_without_training_a_cell_twice(tmp_path, cache_dir):
+    import signal
+
+    out = tmp_path / "sweep"
+    args = [str(ROOT / "sweeps" / "smoke.yaml"), "--out", str(out), *MICRO_CLI, "train.tokens=5120",
+            "train.checkpoint_every=4", f"data.cache_dir={cache_dir}"]
+    proc = subprocess.Popen([sys.executable, "-m", "dualobj.cli", "sweep", *args], start_new_session=True,
+                            env={**os.environ, "DUALOBJ_STEP_DELAY": "0.05"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while len(list(out.glob("*/checkpoints/step_0000008"))) < 2:
+        assert proc.poll() is None and time.time() < deadline, "sweep ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its joblib workers, no clean-up
+    proc.wait()
+    before = {r["run_id"]: r for r in sweep_rows(out)}
+    finished = {k for k, r in before.items() if r["state"] == "done"}
+    stamps = {k: (out / k / "status.json").read_text() for k in finished}
+    assert any(r["state"] == "dead" for r in before.values())
+
+    res = sweep_cli(*args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    after = sweep_rows(out)
+    assert all(r["state"] == "done" for r in after) and len(after) == 6
+    for k in finished:  # finished cells were skipped, not re-run
+        assert (out / k / "status.json").read_text() == stamps[k]
+    for r in after:
+        steps = [json.loads(line)["step"] for line in (out / r["run_id"] / "metrics.jsonl").read_text().splitlines()]
+        assert steps == sorted(set(steps))
+        assert r["attempts"] == (1 if r["run_id"] in finished or before[r["run_id"]]["state"] == "pending" else 2)
+
+
+@pytest.mark.slow
+def test_report_cli_writes_tables_and_plots_for_a_sweep(tmp_path, cache_dir):
+    out = tmp_path / "sweep"
+    res = sweep_cli(str(ROOT / "sweeps" / "smoke.yaml"), "--out", str(out), *MICRO_CLI, "train.tokens=1024",
+                    f"data.cache_dir={cache_dir}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    rep = subprocess.run([sys.executable, "-m", "dualobj.cli", "report", str(out), "--format", "csv,md",
+                          "--out", str(tmp_path / "rep")], capture_output=True, text=True)
+    assert rep.returncode == 0, rep.stderr
+    assert "| R \\ α |" in rep.stdout and "**" in rep.stdout  # the markdown table, best cell marked
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "rep" / "tiny_val_ar_nll.csv")
+    assert len(table) == 2  # one row per R
+    assert {"0.0", "0.5", "1.0"} <= set(table.columns) and "best α" in table.columns
+    assert len(list((tmp_path / "rep").glob("*.png"))) >= 4
+
+
+def test_status_and_report_on_an_empty_folder_fail_clearly(tmp_path):
+    for cmd in ("status", "report"):
+        res = subprocess.run([sys.executable, "-m", "dualobj.cli", cmd, str(tmp_path)], capture_output=True, text=True)
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert "no runs" in res.stderr

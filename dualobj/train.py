@@ -303,7 +303,7 @@ class Trainer:
                     last_ckpt_time = time.time()
                 if stop:
                     name = signal.Signals(self._stop_signal).name
-                    rd.set_status(state="interrupted", error=f"stopped by {name} at step {done}; re-run to resume")
+                    rd.set_status(state="interrupted", step=done, error=f"stopped by {name} at step {done}; re-run to resume")
                     raise Interrupted(f"stopped by {name} at step {done} after saving a checkpoint; "
                                       f"re-run the same command to resume", self._stop_signal)
         final = getattr(self, "_last_val", None) or self.validate()

@@ -254,3 +254,36 @@ def test_status_and_report_on_an_empty_folder_fail_clearly(tmp_path):
         res = subprocess.run([sys.executable, "-m", "dualobj.cli", cmd, str(tmp_path)], capture_output=True, text=True)
         assert res.returncode == 2 and "Traceback" not in res.stderr
         assert "no runs" in res.stderr
+
+
+@pytest.mark.slow
+def test_submitit_timeout_signal_checkpoints_then_hands_over_to_the_requeue_handler(tmp_path, micro):
+    out = tmp_path / "r"
+    args = [*micro, "train.tokens=51200", f"out={out}"]
+    script = f"""
+import json, os, signal, threading, time
+from pathlib import Path
+calls = []
+def requeue(signum, frame):  # stands in for submitit's checkpoint-and-requeue handler
+    calls.append(sorted(p.name for p in Path({str(out)!r}, "checkpoints").glob("step_*")))
+signal.signal(signal.SIGUSR2, requeue)
+from omegaconf import OmegaConf
+from dualobj import config, sweep
+cfg = config.load({args!r})
+def fire():
+    while not Path({str(out)!r}, "metrics.jsonl").exists():
+        time.sleep(0.02)
+    os.kill(os.getpid(), signal.SIGUSR2)
+threading.Thread(target=fire, daemon=True).start()
+res = sweep.run_cell(OmegaConf.structured(cfg))
+print(json.dumps({{"res": res, "calls": calls}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "DUALOBJ_STEP_DELAY": "0.02"}, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["res"]["outcome"] == "interrupted"
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "interrupted" and 0 < status["step"] < 200
+    # The requeue handler ran once, after the checkpoint at the stopping step was written.
+    assert got["calls"] == [[f"step_{status['step']:07d}"]]

@@ -103,6 +103,66 @@ def show_config(overrides: list[str] = OVERRIDES) -> None:
             typer.echo(f"  {f.name}: {getattr(value, f.name)!r:<24} # {docs.get(f.name, '')}")
 
 
+@app.command("eval")
+@friendly
+def eval_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory written by dualobj train"),
+    overrides: list[str] = typer.Argument(None, help="eval.* overrides, e.g. eval.tasks=[blimp,piqa] eval.limit=200"),
+) -> None:
+    """Score a trained run zero-shot in AR, masked-diffusion and prefix-LM modes (writes eval/<task>.json)."""
+    from dualobj.evaluate.run import evaluate
+
+    res = evaluate(run_dir, overrides, say=lambda m: console.print(m, highlight=False))
+    rows = res["headline"]
+    table = _table_of(rows)
+    _stdout().print(table)
+    console.print(f"wrote {len(res['tasks'])} task file(s) to {run_dir / 'eval'} and merged scores into summary.json")
+
+
+def _table_of(headline: dict):
+    from rich.table import Table
+
+    modes = sorted({k.rsplit("/", 1)[1] for k in headline if not k.startswith("eval/val/")})
+    tasks = sorted({k.split("/")[1] for k in headline if not k.startswith("eval/val/")}, key=lambda t: (t == "avg", t))
+    table = Table(title="chance-normalised scores (0 = chance, 100 = perfect)")
+    table.add_column("task")
+    for m in modes:
+        table.add_column(m, justify="right")
+    for t in tasks:
+        table.add_row(t, *(f"{headline[f'eval/{t}/{m}']:.1f}" if f"eval/{t}/{m}" in headline else "-" for m in modes))
+    return table
+
+
+@app.command()
+@friendly
+def generate(
+    run_dir: Path = typer.Argument(..., help="A run directory written by dualobj train"),
+    prompt: str = typer.Option("", "--prompt", "-p", help="Text to continue"),
+    mode: str = typer.Option("ar", "--mode", help="ar | md (iterative unmasking) | prefix (bidirectional prompt)"),
+    max_tokens: int = typer.Option(48, "--max-tokens", "-n", help="Tokens to generate"),
+    steps: int = typer.Option(32, "--steps", help="MD: unmasking rounds"),
+    order: str = typer.Option("confidence", "--order", help="MD: confidence | random"),
+    temperature: float = typer.Option(0.8, "--temperature", "-t", help="0 = greedy"),
+    top_k: int = typer.Option(50, "--top-k", help="0 = off"),
+    top_p: float = typer.Option(0.95, "--top-p", help="1 = off"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Generate a continuation of a prompt with a trained run."""
+    from dualobj.errors import ConfigError
+    from dualobj.evaluate.generate import generate as gen
+    from dualobj.evaluate.run import Evaluator
+
+    if mode not in ("ar", "md", "prefix"):
+        raise ConfigError(f"--mode {mode!r} is not one of ar, md, prefix")
+    if order not in ("confidence", "random"):
+        raise ConfigError(f"--order {order!r} is not one of confidence, random")
+    if max_tokens < 1 or steps < 1:
+        raise ConfigError("--max-tokens and --steps must be >= 1")
+    text = gen(Evaluator(run_dir), prompt, mode=mode, max_tokens=max_tokens, steps=steps, temperature=temperature,
+               top_k=top_k, top_p=top_p, order=order, seed=seed)
+    typer.echo(prompt + text)
+
+
 def _hms(seconds: float | None) -> str:
     if seconds is None:
         return "-"

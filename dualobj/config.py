@@ -97,6 +97,24 @@ class LoggerConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Zero-shot evaluation (``dualobj eval`` and the end of ``dualobj train``); never part of the run id."""
+
+    tasks: list[str] = field(default_factory=lambda: ["val", "probe_mc", "probe_cloze", "blimp", "piqa",
+                                                      "arc_easy", "copa", "lambada"])  # tasks to score
+    modes: list[str] = field(default_factory=lambda: ["ar", "md", "prefix"])  # ar | md | prefix (paper's Remark 3)
+    limit: int | None = 200  # items per task, a deterministic seeded subsample (null = all)
+    md_estimator: str = "mc"  # mc (t-stratified ELBO, K samples, with standard error) | pll (one token at a time)
+    md_samples: int = 8  # K: noise levels per item for the mc estimator
+    seed: int = 0  # seeds subsampling, probes and the MD noise
+    batch_size: int = 64  # rows per forward pass
+    probe_items: int = 200  # items in each built-in probe
+    val_windows: int = 128  # validation windows for the val task (AR NLL, MD ELBO, bits per byte)
+    benchmark_dir: str | None = None  # benchmark files; null = $DUALOBJ_BENCHMARKS or ../shared/data/benchmarks
+    at_end: bool = True  # evaluate at the end of `dualobj train` (tasks with missing files are skipped)
+
+
+@dataclass
 class Config:
     """A whole training run."""
 
@@ -105,6 +123,7 @@ class Config:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # conf/objective/: the AR/MD mix
     train: TrainConfig = field(default_factory=TrainConfig)  # conf/train/: optimisation and budget
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # conf/logger/: metric mirrors
+    eval: EvalConfig = field(default_factory=EvalConfig)  # eval.*: zero-shot scoring after training
     seed: int = 0  # seeds model init, data order within epochs, masking
     out: str | None = None  # run directory (default: runs/<run id>)
 
@@ -117,6 +136,7 @@ CHOICES = {
     "train.precision": ("auto", "bf16", "fp32"),
     "logger.name": ("local", "wandb"),
     "logger.mode": ("offline", "online", "disabled"),
+    "eval.md_estimator": ("mc", "pll"),
 }
 
 
@@ -175,6 +195,13 @@ def validate(cfg: Config) -> Config:
     _check(0 < d.val_fraction < 1, f"data.val_fraction={d.val_fraction} must be in (0, 1)")
     if d.source != "wiki":
         _check(bool(d.path), f"data.source={d.source} needs data.path=<file or folder>")
+    e = cfg.eval
+    bad_modes = [x for x in e.modes if x not in ("ar", "md", "prefix")]
+    _check(not bad_modes and len(e.modes) > 0, f"eval.modes={e.modes}: use a list drawn from ar, md, prefix")
+    _check(e.limit is None or e.limit >= 1, f"eval.limit={e.limit} must be >= 1 or null (all items)")
+    for key, value in [("eval.md_samples", e.md_samples), ("eval.batch_size", e.batch_size),
+                       ("eval.probe_items", e.probe_items), ("eval.val_windows", e.val_windows)]:
+        _check(value >= 1, f"{key}={value} must be a positive integer")
     return cfg
 
 

@@ -138,17 +138,23 @@ class Transformer(nn.Module):
             _trunc_normal_(self.head.projection.weight, proj_std)
             self.head.emb2vocab.bias.zero_()
 
-    def body(self, idx: torch.Tensor, causal: bool | torch.Tensor, doc_ids: torch.Tensor | None = None):
+    def body(self, idx: torch.Tensor, causal: bool | torch.Tensor, doc_ids: torch.Tensor | None = None,
+             prefix_len: torch.Tensor | None = None):
         """Hidden states [B, T, d] for token ids [B, T]."""
-        mask = attention_mask(idx.shape[1], causal, doc_ids, idx.device, self._backend(idx))
+        mask = attention_mask(idx.shape[1], causal, doc_ids, idx.device, self._backend(idx), prefix_len)
         x = self.embedding(idx)
         for layer in self.layers:
             x = layer(x, self.rope, mask)
         return x
 
-    def forward(self, idx: torch.Tensor, causal: bool | torch.Tensor = True, doc_ids: torch.Tensor | None = None):
-        """Next-token logits [B, T, V]: position i predicts token i+1 in both modes."""
-        return self.head(self.body(idx, causal, doc_ids))
+    def forward(self, idx: torch.Tensor, causal: bool | torch.Tensor = True, doc_ids: torch.Tensor | None = None,
+                prefix_len: torch.Tensor | None = None):
+        """Next-token logits [B, T, V]: position i predicts token i+1 in both modes.
+
+        ``prefix_len`` [B] (prefix-LM inference): the first prefix_len positions of a row attend to each
+        other bidirectionally; the rest stays causal.
+        """
+        return self.head(self.body(idx, causal, doc_ids, prefix_len))
 
     def _backend(self, idx: torch.Tensor) -> str:
         a = self.cfg.attention
@@ -162,21 +168,26 @@ class Transformer(nn.Module):
 
 
 def attention_mask(
-    t: int, causal: bool | torch.Tensor, doc_ids: torch.Tensor | None, device, backend: str = "sdpa"
+    t: int, causal: bool | torch.Tensor, doc_ids: torch.Tensor | None, device, backend: str = "sdpa",
+    prefix_len: torch.Tensor | None = None,
 ):
     """Boolean [B|1, 1, T, T] mask (True = may attend) or a FlexAttention BlockMask.
 
     ``causal`` is a bool or a [B] bool tensor (one mode per sequence: AR and MD rows share a batch).
-    ``doc_ids`` [B, T] blocks attention across packed documents.
+    ``doc_ids`` [B, T] blocks attention across packed documents. ``prefix_len`` [B] opens
+    bidirectional attention inside each row's prefix (prefix-LM).
     """
     if backend == "flex":
-        return _flex_mask(t, causal, doc_ids, device)
+        return _flex_mask(t, causal, doc_ids, device, prefix_len)
     pos = torch.arange(t, device=device)
     lower = pos[None, :] <= pos[:, None]  # [T, T]
     if isinstance(causal, torch.Tensor):
         m = lower[None] | ~causal.to(device)[:, None, None]  # [B, T, T]
     else:
         m = (lower if causal else torch.ones_like(lower))[None]
+    if prefix_len is not None:
+        pre = pos[None, :] < prefix_len.to(device)[:, None]  # [B, T]
+        m = m | (pre[:, :, None] & pre[:, None, :])
     if doc_ids is not None:
         m = m & (doc_ids[:, :, None] == doc_ids[:, None, :])
     return m[:, None]
@@ -194,14 +205,15 @@ def _flex_attention(cuda: bool):
     return _FLEX[cuda]
 
 
-def _flex_mask(t, causal, doc_ids, device):
+def _flex_mask(t, causal, doc_ids, device, prefix_len=None):
     from torch.nn.attention.flex_attention import create_block_mask
 
-    b = doc_ids.shape[0] if doc_ids is not None else 1
+    b = doc_ids.shape[0] if doc_ids is not None else (len(prefix_len) if prefix_len is not None else 1)
     per_row = causal.to(device) if isinstance(causal, torch.Tensor) else torch.full((b,), bool(causal), device=device)
+    plen = prefix_len.to(device) if prefix_len is not None else torch.zeros(b, dtype=torch.long, device=device)
 
     def mask_mod(bi, h, q, kv):
-        keep = (kv <= q) | ~per_row[bi]
+        keep = (kv <= q) | ~per_row[bi] | ((q < plen[bi]) & (kv < plen[bi]))
         if doc_ids is not None:
             keep = keep & (doc_ids[bi, q] == doc_ids[bi, kv])
         return keep

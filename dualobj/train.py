@@ -329,7 +329,13 @@ class Trainer:
             **final,
         }
         write_json(rd.summary_path, summary)
-        rd.set_status(state="done", step=self.total_steps, train_time_s=summary["train_time_s"])
+        if cfg.eval.at_end:  # before "done", so a run killed while evaluating redoes its evaluation
+            from dualobj.evaluate.run import Evaluator
+
+            rd.set_status(phase="eval")
+            ev = Evaluator(rd.path, cfg.eval, cfg, model=self.model, corpus=self.corpus, step=self.total_steps)
+            summary.update(ev.run(skip_missing=True, say=self.say)["headline"])
+        rd.set_status(state="done", phase=None, step=self.total_steps, train_time_s=summary["train_time_s"])
         logger.summary(summary)
         return summary
 

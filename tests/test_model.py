@@ -100,3 +100,23 @@ def test_classifier_head_is_the_papers():
     m = Transformer(ModelConfig(name="t", vocab_size=300, d_model=32, n_layers=1, n_heads=2, d_ff=64,
                                 seq_len=16, head="classifier"))
     assert m.head.emb2vocab.bias is not None and m.head.projection.bias is None
+
+
+def test_prefix_lm_mask_is_bidirectional_in_the_prefix_and_causal_after(model):
+    x = two_docs(1)[:, :10]
+    x[:, 0] = BOS
+    p = torch.tensor([6])
+    m = attention_mask(10, True, None, "cpu", prefix_len=p)[0, 0]
+    assert m[1, 5] and not m[1, 6]  # prefix sees the whole prefix, never the continuation
+    assert m[7, 3] and m[7, 7] and not m[7, 8]  # continuation: causal
+    y = x.clone()
+    y[:, 8] = (x[:, 8] + 1 - 5) % 295 + 5  # change a continuation token
+    with torch.no_grad():
+        a, b = model(x, True, None, p), model(y, True, None, p)
+        model.cfg.attention = "flex"
+        try:
+            f = model(x, True, None, p)
+        finally:
+            model.cfg.attention = "auto"
+    assert torch.equal(a[:, :8], b[:, :8])  # nothing before position 8 sees it
+    torch.testing.assert_close(f, a, rtol=1e-4, atol=1e-4)

@@ -155,7 +155,7 @@ def test_a_failed_cell_is_retried_up_to_the_limit(tmp_path, micro):
 
 
 MICRO_CLI = ["model.vocab_size=512", "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64",
-             "model.seq_len=32", "train.batch_size=8"]
+             "model.seq_len=32", "train.batch_size=8", "eval.at_end=false"]
 
 
 def sweep_cli(*args, env=None, **kw):

@@ -1,0 +1,1 @@
+"""Zero-shot evaluation: benchmark tasks, built-in probes, likelihood scoring and orchestration."""

@@ -1,0 +1,201 @@
+"""Likelihood of a continuation given a context, in three modes; one implementation used by everything.
+
+Every request is tokenised as ``<s> context continuation`` (the document-start token every training
+document begins with). Rows are batched, right-padded, and the padding is a separate "document",
+so no row sees padding or another row.
+
+* ``ar``: causal attention; exact log p(continuation | context) = sum of next-token log-probs.
+* ``prefix``: the paper's prefix-LM inference: bidirectional attention over ``<s> context``, causal over
+  the continuation; exact in the same sense as AR.
+* ``md``: masked diffusion, context visible, continuation masked per the diffusion process.
+  - ``mc`` (default): the ELBO, a lower bound on log p(continuation | context). K noise levels
+    stratified over (0, 1) (t_k = (k + u)/K), k = max(1, floor(t n + u)) of the n continuation tokens
+    masked, each masked token scored at the previous position (MNTP) and weighted by 1/t_hat,
+    t_hat = k/n. The estimate is the mean over the K samples and comes with its standard error.
+    It is the default because it is the quantity the MD objective trains and a proper bound, so
+    scores compare across models and with the AR likelihood.
+  - ``pll``: pseudo-log-likelihood: each continuation token masked alone (n passes), deterministic,
+    lower variance, but not a bound (it over-counts context shared between tokens).
+  Greedy decoding for MD masks the whole continuation and takes each position's argmax.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+MODES = ("ar", "md", "prefix")
+ESTIMATORS = ("mc", "pll")
+
+
+@dataclass
+class Score:
+    logprob: float  # summed log-likelihood of the continuation tokens (nats); MD: its ELBO estimate
+    n_tokens: int
+    greedy: bool  # every continuation token is the model's argmax
+    se: float = 0.0  # standard error of an MC estimate (0 for exact modes and PLL)
+
+
+class Scorer:
+    def __init__(self, model, tokenizer, *, bos_id: int, mask_id: int, seq_len: int, autocast=None,
+                 batch_size: int = 64):
+        self.model, self.tok = model, tokenizer
+        self.tok.encode_special_tokens = True  # "<s>" typed in a text is text, not a document start
+        self.bos, self.mask_id, self.seq_len = bos_id, mask_id, seq_len
+        self.autocast, self.batch_size = autocast, batch_size
+        self.device = next(model.parameters()).device
+
+    # ----------------------------------------------------------------- tokenisation
+    def encode(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Token ids of (<s> + context, continuation), split where the joint encoding splits.
+
+        Encoding the joint text keeps merges across the boundary as in training; when the context's
+        own encoding is not a prefix of the joint one, the two are encoded apart.
+        """
+        enc = self.tok.encode_batch([context + continuation, context], add_special_tokens=False)
+        whole, ctx = enc[0].ids, enc[1].ids if context else []
+        if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+            cont = whole[len(ctx):]
+        else:
+            cont = self.tok.encode(continuation, add_special_tokens=False).ids
+        ctx = [self.bos, *ctx]
+        if not cont:
+            cont = [self.bos]  # an empty continuation: score the end of the text
+        over = len(ctx) + len(cont) - self.seq_len
+        if over > 0:  # keep the continuation, drop the oldest context (and <s> if need be)
+            ctx = ctx[over:] if over < len(ctx) else ctx[-1:]
+            cont = cont[-(self.seq_len - len(ctx)):]
+        return ctx, cont
+
+    # ----------------------------------------------------------------- batching
+    def _forward(self, rows: list[list[int]], causal: bool, spans: list[tuple[int, int]],
+                 prefix: list[int] | None = None) -> list[torch.Tensor]:
+        """Log-probs [end - start, V] at positions [start, end) of each right-padded row.
+
+        Padding is isolated as its own document; only the needed positions are normalised.
+        """
+        t = max(len(r) for r in rows)
+        x = torch.full((len(rows), t), self.bos, dtype=torch.long)
+        lengths = torch.tensor([len(r) for r in rows])
+        for i, r in enumerate(rows):
+            x[i, : len(r)] = torch.tensor(r)
+        doc = (torch.arange(t)[None, :] >= lengths[:, None]).long()
+        plen = torch.tensor(prefix) if prefix is not None else None
+        with torch.no_grad(), (self.autocast or _null()):
+            logits = self.model(x.to(self.device), causal, doc.to(self.device),
+                                plen.to(self.device) if plen is not None else None)
+        return [F.log_softmax(logits[b, a:e].detach().float(), dim=-1).cpu() for b, (a, e) in enumerate(spans)]
+
+    def _batches(self, lengths: list[int], order: list[int]):
+        """Batches of at most batch_size rows and about batch_size * 128 tokens (bounds the logits' memory)."""
+        budget, batch, longest = self.batch_size * 128, [], 0
+        for i in order:  # order is sorted by length, so the last one added is the longest
+            longest = max(longest, lengths[i])
+            if batch and (len(batch) >= self.batch_size or (len(batch) + 1) * longest > budget):
+                yield batch
+                batch, longest = [], lengths[i]
+            batch.append(i)
+        if batch:
+            yield batch
+
+    # ----------------------------------------------------------------- modes
+    def score(self, pairs: list[tuple[str, str]], mode: str = "ar", estimator: str = "mc", samples: int = 8,
+              seed: int = 0) -> list[Score]:
+        """Score (context, continuation) pairs; returns one Score per pair, in order."""
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not one of {MODES}")
+        enc = [self.encode(c, x) for c, x in pairs]
+        if mode in ("ar", "prefix"):
+            return self._exact(enc, prefix=mode == "prefix")
+        if estimator == "pll":
+            return self._pll(enc)
+        return self._mc(enc, samples, seed)
+
+    def _exact(self, enc, prefix: bool) -> list[Score]:
+        out: list[Score | None] = [None] * len(enc)
+        lengths = [len(c) + len(x) for c, x in enc]
+        order = sorted(range(len(enc)), key=lengths.__getitem__)
+        for idx in self._batches(lengths, order):
+            rows = [enc[i][0] + enc[i][1] for i in idx]
+            spans = [(len(enc[i][0]) - 1, len(enc[i][0]) + len(enc[i][1]) - 1) for i in idx]
+            lp = self._forward(rows, True, spans, [len(enc[i][0]) for i in idx] if prefix else None)
+            for b, i in enumerate(idx):
+                tgt = torch.tensor(enc[i][1])
+                row = lp[b]
+                out[i] = Score(float(row.gather(1, tgt[:, None]).sum()), len(tgt),
+                               bool((row.argmax(-1) == tgt).all()))
+        return out  # type: ignore[return-value]
+
+    def _masked_rows(self, enc, masks: list[tuple[int, list[bool]]]):
+        """Rows for (request index, which continuation tokens to mask)."""
+        rows = []
+        for i, m in masks:
+            ctx, cont = enc[i]
+            rows.append(ctx + [self.mask_id if mk else tok for tok, mk in zip(cont, m, strict=True)])
+        return rows
+
+    def _run_masked(self, enc, jobs: list[tuple[int, list[bool]]]) -> list[torch.Tensor]:
+        """For each job: log-probs of the continuation tokens [n], read at the previous position (MNTP)."""
+        res: list[torch.Tensor | None] = [None] * len(jobs)
+        lengths = [len(enc[i][0]) + len(enc[i][1]) for i, _ in jobs]
+        order = sorted(range(len(jobs)), key=lengths.__getitem__)
+        for idx in self._batches(lengths, order):
+            spans = [(len(enc[jobs[j][0]][0]) - 1, lengths[j] - 1) for j in idx]
+            lp = self._forward(self._masked_rows(enc, [jobs[j] for j in idx]), False, spans)
+            for b, j in enumerate(idx):
+                res[j] = lp[b]
+        return res  # type: ignore[return-value]
+
+    def _greedy_md(self, enc) -> list[bool]:
+        jobs = [(i, [True] * len(enc[i][1])) for i in range(len(enc))]
+        return [bool((lp.argmax(-1) == torch.tensor(enc[i][1])).all())
+                for (i, _), lp in zip(jobs, self._run_masked(enc, jobs), strict=True)]
+
+    def _mc(self, enc, samples: int, seed: int) -> list[Score]:
+        g = torch.Generator().manual_seed(seed)
+        jobs, weights = [], []
+        for i, (_, cont) in enumerate(enc):
+            n = len(cont)
+            for s in range(samples):
+                t = (s + torch.rand((), generator=g).item()) / samples
+                k = min(n, max(1, math.floor(t * n + torch.rand((), generator=g).item())))
+                chosen = torch.randperm(n, generator=g)[:k]
+                m = [False] * n
+                for c in chosen.tolist():
+                    m[c] = True
+                jobs.append((i, m))
+                weights.append(n / k)  # 1 / t_hat
+        lps = self._run_masked(enc, jobs)
+        greedy = self._greedy_md(enc)
+        per_item: list[list[float]] = [[] for _ in enc]
+        for (i, m), w, lp in zip(jobs, weights, lps, strict=True):
+            tgt = torch.tensor(enc[i][1])
+            picked = lp.gather(1, tgt[:, None])[:, 0][torch.tensor(m)]
+            per_item[i].append(float(picked.sum()) * w)
+        out = []
+        for i, vals in enumerate(per_item):
+            v = torch.tensor(vals, dtype=torch.float64)
+            se = float(v.std(unbiased=True) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+            out.append(Score(float(v.mean()), len(enc[i][1]), greedy[i], se))
+        return out
+
+    def _pll(self, enc) -> list[Score]:
+        jobs = [(i, [j == k for j in range(len(cont))]) for i, (_, cont) in enumerate(enc) for k in range(len(cont))]
+        lps = self._run_masked(enc, jobs)
+        total = [0.0] * len(enc)
+        for (i, m), lp in zip(jobs, lps, strict=True):
+            k = m.index(True)
+            total[i] += float(lp[k, enc[i][1][k]])
+        greedy = self._greedy_md(enc)
+        return [Score(total[i], len(enc[i][1]), greedy[i]) for i in range(len(enc))]
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False

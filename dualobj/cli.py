@@ -71,9 +71,21 @@ def train(overrides: list[str] = OVERRIDES) -> None:
 
     cfg = config.load(overrides)
     out = cfg.out or f"runs/{config.run_id(cfg)}"
+    if cfg.train.nproc > 1 and "WORLD_SIZE" not in os.environ:  # become torchrun's launcher
+        import subprocess
+
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.train.nproc}",
+               "-m", "dualobj.cli", *(["--debug"] if _state["debug"] else []), "train", *(overrides or []),
+               *([] if cfg.out else [f"out={out}"])]
+        console.print(f"starting {cfg.train.nproc} data-parallel processes: torchrun ... dualobj train")
+        raise typer.Exit(subprocess.call(cmd))
+    if int(os.environ.get("RANK", "0")) != 0:  # only rank 0 talks
+        console.quiet = True
     console.print(f"run [bold]{config.run_id(cfg)}[/] -> {out}  (model={cfg.model.name}, "
                   f"R={int(cfg.data.repetitions)}, alpha={cfg.objective.alpha:g}, tokens={cfg.train.tokens:,})")
     summary = run_training(cfg, out, console=console)
+    if not summary:  # a non-zero rank
+        return
     console.print(
         f"done: val/ar_nll={summary['val/ar_nll']:.4f}  val/md_elbo={summary['val/md_elbo']:.4f} nats/token  "
         f"tokens_seen={summary['tokens_seen']:,}  epochs={summary['epochs']:.2f}  "

@@ -77,7 +77,8 @@ class TrainConfig:
     grad_clip: float = 1.0  # max gradient norm (0 = off)
     precision: str = "auto"  # auto (bf16 where the hardware supports it) | bf16 | fp32
     compile: bool = False  # torch.compile the model (pays a one-time compile per process)
-    threads: int = 0  # torch CPU threads (0 = torch default)
+    threads: int = 0  # torch CPU threads per process (0 = torch default, or cores / nproc under DDP)
+    nproc: int = 1  # data-parallel processes on this node, started through torchrun (DDP: gloo on CPU, nccl on GPU)
     log_every: int = 10  # steps between training-metric lines
     eval_every: int = 0  # steps between validations (0 = about 8 per run)
     checkpoint_every: int = 0  # steps between checkpoints (0 = about 8 per run)
@@ -166,6 +167,7 @@ def validate(cfg: Config) -> Config:
         ("model.vocab_size", m.vocab_size), ("model.d_model", m.d_model), ("model.n_layers", m.n_layers),
         ("model.n_heads", m.n_heads), ("model.d_ff", m.d_ff), ("model.seq_len", m.seq_len),
         ("train.tokens", t.tokens), ("train.batch_size", t.batch_size), ("train.log_every", t.log_every),
+        ("train.nproc", t.nproc),
         ("train.keep_checkpoints", t.keep_checkpoints), ("data.val_sequences", d.val_sequences),
     ]:
         _check(isinstance(value, int) and value >= 1, f"{key}={value} must be a positive integer")
@@ -287,7 +289,7 @@ SEMANTIC_SECTIONS = ("model", "data", "objective", "train", "seed")
 # Fields that change how a run is executed or shown, never what it computes.
 NON_SEMANTIC = {
     "data.cache_dir", "train.compile", "train.threads", "train.progress", "train.log_every",
-    "train.checkpoint_every", "train.keep_checkpoints", "train.micro_batch_size",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.micro_batch_size", "train.nproc",
 }
 
 

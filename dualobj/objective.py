@@ -48,22 +48,43 @@ class Masked:
     n_masked: torch.Tensor  # [B] masked tokens per row
 
 
+@dataclass
+class Draws:
+    """The uniform draws that decide one row's masking: noise level t, rounding u, per-token scores.
+
+    Drawn for a whole optimizer step at once and sliced per row, so a row's mask does not depend on
+    how the batch is split into micro-batches or across devices.
+    """
+
+    t: torch.Tensor  # [B]
+    u: torch.Tensor  # [B]
+    scores: torch.Tensor  # [B, L]
+
+    @staticmethod
+    def sample(b: int, length: int, generator: torch.Generator) -> Draws:
+        return Draws(torch.rand(b, generator=generator), torch.rand(b, generator=generator),
+                     torch.rand(b, length, generator=generator))
+
+    def __getitem__(self, rows: slice) -> Draws:
+        return Draws(self.t[rows], self.u[rows], self.scores[rows])
+
+
 def mask_for_diffusion(
     window: torch.Tensor,
     mask_id: int,
     special_ids: torch.Tensor,
-    generator: torch.Generator,
+    generator: torch.Generator | None = None,
     min_frac: float = 1e-4,
     t: torch.Tensor | None = None,
+    draws: Draws | None = None,
 ) -> Masked:
     """Mask each row of ``window`` [B, L+1] per the absorbing diffusion process (see module doc)."""
     b, lp1 = window.shape
     length = lp1 - 1
     tgt = window[:, 1:]  # the L tokens the model is asked about
-    if t is None:
-        t = torch.rand(b, generator=generator)
-    u = torch.rand(b, generator=generator)
-    scores = torch.rand(b, length, generator=generator)
+    d = draws or Draws.sample(b, length, generator)
+    t = d.t if t is None else t
+    u, scores = d.u, d.scores
     special = torch.isin(tgt, special_ids)
     scores = scores.masked_fill(special, float("inf"))
     eligible = (~special).sum(1)
@@ -97,7 +118,8 @@ def dual_loss(
     bos_id: int,
     mask_id: int,
     special_ids: torch.Tensor,
-    generator: torch.Generator,
+    generator: torch.Generator | None = None,
+    draws: Draws | None = None,
     ar_loss_scale: float = 1.0,
     z_loss: float = 0.0,
     min_mask_frac: float = 1e-4,
@@ -107,7 +129,8 @@ def dual_loss(
     """Loss for one (micro-)batch whose first ``n_ar`` rows are AR and the rest MD.
 
     ``denom_rows`` is the number of rows in the whole optimizer step, so micro-batches sum to the
-    loss of the full batch.
+    loss of the full batch. ``draws`` (one per row of ``window``) fix the masks; without them they
+    are drawn from ``generator``.
     """
     b, lp1 = window.shape
     length = lp1 - 1
@@ -116,7 +139,8 @@ def dual_loss(
     weights = torch.zeros(b, length)
     inputs = x
     if n_ar < b:
-        m = mask_for_diffusion(window[n_ar:], mask_id, special_ids, generator, min_mask_frac)
+        m = mask_for_diffusion(window[n_ar:], mask_id, special_ids, generator, min_mask_frac,
+                               draws=draws[n_ar:] if draws is not None else None)
         inputs = torch.cat([x[:n_ar], m.inputs], 0)
         weights[n_ar:] = m.weights
     weights[:n_ar] = ar_loss_scale

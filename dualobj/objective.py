@@ -38,6 +38,43 @@ def ar_rows(step: int, batch_size: int, alpha: float) -> int:
     return cum((step + 1) * batch_size) - cum(step * batch_size)
 
 
+def alpha_at(o, step: int, total_steps: int, epoch: float) -> float:
+    """The AR weight at ``step`` under ``o.alpha_schedule`` (``o`` an ObjectiveConfig).
+
+    * constant: ``alpha`` throughout.
+    * linear / cosine: from ``alpha_start`` at the first step to ``alpha`` at the last.
+    * step: ``alpha_start`` before epoch ``alpha_step_epoch``, ``alpha`` from then on.
+    * ar_epochs_capped: min(alpha_start, ar_epochs_cap / epochs so far): the paper's α·R ≈ 16 rule applied
+      as training goes, so AR is used fully while the data is fresh and fades as repetitions pile up.
+    """
+    kind = o.alpha_schedule
+    frac = step / max(1, total_steps - 1)
+    if kind == "constant":
+        return o.alpha
+    if kind == "linear":
+        return o.alpha_start + (o.alpha - o.alpha_start) * frac
+    if kind == "cosine":
+        return o.alpha + (o.alpha_start - o.alpha) * (1 + math.cos(math.pi * frac)) / 2
+    if kind == "step":
+        return o.alpha_start if epoch < o.alpha_step_epoch else o.alpha
+    if kind == "ar_epochs_capped":
+        return min(o.alpha_start, o.ar_epochs_cap / epoch) if epoch > 0 else o.alpha_start
+    raise ValueError(f"unknown alpha schedule {kind!r}")
+
+
+def alpha_prefix(o, total_steps: int, epoch_of_step) -> list[float]:
+    """P[s] = sum of α over steps < s (length total_steps + 1); AR rows of step s follow by error diffusion."""
+    p = [0.0]
+    for s in range(total_steps):
+        p.append(p[-1] + alpha_at(o, s, total_steps, epoch_of_step(s)))
+    return p
+
+
+def ar_rows_from_prefix(prefix: list[float], step: int, batch_size: int) -> int:
+    """Like ``ar_rows`` for a time-varying α: cumulative AR rows = round(B * sum of α so far)."""
+    return math.floor(prefix[step + 1] * batch_size + 0.5) - math.floor(prefix[step] * batch_size + 0.5)
+
+
 @dataclass
 class Masked:
     """A masked-diffusion input and its per-position target weights."""

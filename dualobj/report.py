@@ -629,11 +629,18 @@ def write_report(path: str | Path, metrics: list[str] | None = None, formats: It
     counts. Plots (PNG: metric vs α, heatmap, validation curves for val/* metrics) are written unless
     ``plots=False``. Files go to ``out_dir`` (default ``<path>/report/``). Returns the written paths as
     a list whose ``markdown`` attribute is the report text (status line, tables, runs not done).
+
+    When a model's done runs span ≥ 2 R levels and include α=0 and α=1, the report adds a "Paper
+    analysis" section (:func:`dualobj.analysis.paper_section`): Table 2 for the AR- and MD-mode targets,
+    the GP fit (R², optimum and P(α optimal) per R), checks F1–F4 and, with plots, ``gp_<target>.png``
+    and ``overfit_curves.png`` (prefixed with the model name when the runs hold several model sizes).
     """
     formats = [f.lower().lstrip(".") for f in formats]
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise DualObjError(f"unknown report format {', '.join(bad)}; choose from {', '.join(FORMATS)}")
+    if not Path(path).exists():
+        raise RunDirError(f"{path} does not exist; give a sweep folder or run directory such as runs/smoke")
     scanned = _scan(path)
     runs, curves = _runs_frame([rec for _, rec in scanned]), _curves_frame(scanned)
     metrics = _pick_metrics(runs, metrics)
@@ -666,6 +673,10 @@ def write_report(path: str | Path, metrics: list[str] | None = None, formats: It
                 files.append(plot_heatmap(sub, out / f"{stem}_heatmap.png", metric, model))
                 if metric.startswith("val/"):
                     files.append(plot_curves(csub, out / f"{stem}_curves.png", metric, model))
+        prefix = _slug(model) + "_" if len(models) > 1 else ""
+        lines, figs = _paper_analysis(sub, csub, out, model, plots, prefix)
+        text += lines
+        files += figs
     not_done = _not_done_lines(runs)
     if not_done:
         text += ["## Runs not done", "", *not_done, ""]
@@ -673,6 +684,19 @@ def write_report(path: str | Path, metrics: list[str] | None = None, formats: It
     if "md" in formats:
         files.insert(0, _write(out / "report.md", files.markdown))
     return files
+
+
+def _paper_analysis(runs: pd.DataFrame, curves: pd.DataFrame, out: Path, model: str | None, plots: bool,
+                    prefix: str) -> tuple[list[str], list[Path]]:
+    """The "Paper analysis" section of :mod:`dualobj.analysis` (Table 2, GP, checks F1–F4, figures) when
+    the runs span ≥ 2 R levels with α=0 and α=1; a failure becomes a note instead of a crash."""
+    from dualobj import analysis
+
+    try:
+        return analysis.paper_section(runs, curves, out, model, plots=plots, prefix=prefix)
+    except Exception as e:  # noqa: BLE001 - the analysis must never break the report
+        title = f"## Paper analysis{' — ' + model if model else ''}"
+        return [title, "", f"Paper analysis failed: {type(e).__name__}: {e}", ""], []
 
 
 def _write(path: Path, text: str) -> Path:

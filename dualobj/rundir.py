@@ -13,6 +13,7 @@ Checkpoints carry sha256 checksums in meta.json and load only through safe loade
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -30,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from dualobj.errors import RunDirError
 
 FORMAT_VERSION = 1
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -42,8 +44,10 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in _DISK_FULL:
+            raise RunDirError(f"disk full while writing {path}; free space and re-run (finished work is kept)") from e
         raise
 
 
@@ -149,7 +153,14 @@ class RunDir:
     def status(self) -> dict:
         if not self.status_path.exists():
             return {"state": "pending", "attempts": 0}
-        return read_json(self.status_path)
+        st = read_json(self.status_path)
+        if not isinstance(st, dict):
+            raise RunDirError(f"{self.status_path} is damaged (not a JSON object); delete it to let the run redo that part")
+        version = st.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise RunDirError(f"{self.path} was written by an incompatible dualobj version (format {version}, "
+                              f"this is {FORMAT_VERSION}); choose another out= or delete it")
+        return st
 
     def set_status(self, **fields) -> dict:
         st = self.status() if self.status_path.exists() else {"attempts": 0}

@@ -21,6 +21,8 @@ def _last_loss(rd: RunDir) -> float | None:
 def sweep_rows(folder: str | Path) -> list[dict]:
     """One dict per cell: planned cells from sweep.json plus any other run directory found."""
     folder = Path(folder)
+    if not folder.exists():
+        raise RunDirError(f"{folder} does not exist; give a sweep folder such as runs/smoke")
     if not folder.is_dir():
         raise RunDirError(f"{folder} is not a folder; give a sweep folder such as runs/smoke")
     planned = []

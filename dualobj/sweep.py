@@ -67,6 +67,40 @@ def _value(v: Any) -> str:
     return str(v)
 
 
+def _underscore_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of every mapping key starting with '_' in a nested YAML value."""
+    found = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            path = f"{prefix}{k}"
+            if str(k).startswith("_"):
+                found.append(path)
+            found += _underscore_keys(v, path + ".")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found += _underscore_keys(v, f"{prefix}{i}.")
+    return found
+
+
+def _launcher_value_problems(v: Any) -> list[str]:
+    """Keys starting with '_' or interpolations hidden in a launcher value once Hydra parses it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    text = _value(v)
+    if "${" in text:
+        return ["an ${...} interpolation"]
+    try:
+        parsed = OverridesParser.create().parse_overrides([f"hydra.launcher.x={text}"])[0].value()
+    except Exception:
+        return []  # not parseable: Hydra refuses it later with its own message
+    return _underscore_keys(parsed)
+
+
+def _unsafe_key(key: str) -> bool:
+    k = key.strip().lstrip("+~")
+    return k.startswith("hydra") or any(part.startswith("_") for part in re.split(r"[./]", k))
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Parse and check a sweep file; every problem is a one-line ConfigError."""
     p = Path(path)
@@ -102,6 +136,25 @@ def load_spec(path: str | Path) -> SweepSpec:
     launcher = raw.get("launcher") or {"name": "basic"}
     if isinstance(launcher, str):
         launcher = {"name": launcher}
+    if not isinstance(launcher, dict):
+        raise ConfigError(f"sweep file {p}: 'launcher' must be a mapping like {{name: joblib, jobs: 2}}")
+    # A sweep file must never make the tool import or run code: no Hydra/OmegaConf special keys
+    # (_target_, _partial_, ...) anywhere in the launcher section, and no hydra.* overrides in cells.
+    hidden = _underscore_keys(launcher)
+    for k, v in launcher.items():
+        if k not in ("name", "jobs"):
+            hidden += [f"{k} ({part})" for part in _launcher_value_problems(v)]
+    if hidden:
+        raise ConfigError(f"sweep file {p}: launcher key(s) {hidden} are not allowed (keys starting with '_' "
+                          "could make the launcher import and run code); remove them")
+    lname = launcher.get("name", "basic")
+    known = sorted({*LAUNCHERS, *(f.stem for f in (C.CONF_DIR / "hydra" / "launcher").glob("*.yaml"))})
+    if lname not in known:
+        raise ConfigError(f"sweep file {p}: unknown launcher {lname!r}; use one of {', '.join(known)}")
+    keys = [o.split("=", 1)[0] for o in fixed] + [str(k) for k in axes] + [str(k) for c in cells for k in c]
+    if bad := sorted({k for k in keys if _unsafe_key(k)}):
+        raise ConfigError(f"sweep file {p}: key(s) {bad} may not be set by a sweep file (hydra settings and "
+                          "keys starting with '_'); use the 'launcher' section or hydra.launcher.*= on the command line")
     retries = raw.get("retries", 1)
     if not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"sweep file {p}: 'retries' must be a whole number >= 0")

@@ -26,7 +26,7 @@ from dualobj.distributed import Dist
 from dualobj.errors import ConfigError, DualObjError, RunDirError
 from dualobj.logger import make_logger
 from dualobj.model import Transformer, flops_per_token
-from dualobj.objective import Draws, ar_nll, ar_rows, dual_loss, md_elbo
+from dualobj.objective import Draws, alpha_prefix, ar_nll, ar_rows_from_prefix, dual_loss, md_elbo
 from dualobj.optim import build_optimizer, set_lr
 from dualobj.rundir import RunDir, write_json
 
@@ -82,6 +82,7 @@ class Trainer:
         self._stop_signal: int | None = None
         self.dist = Dist()
         self.main = self.dist.is_main  # rank 0 alone writes the run directory
+        self.timers = {"validate": 0.0, "checkpoint": 0.0}  # seconds spent outside training steps
 
     def say(self, msg: str) -> None:
         if self.main:
@@ -141,12 +142,22 @@ class Trainer:
         self.opt = build_optimizer(self.model, t)
         self.total_steps = t.tokens // (t.batch_size * m.seq_len)
         self.eval_every = t.eval_every or max(1, math.ceil(self.total_steps / 8))
+        step_tokens = t.batch_size * m.seq_len
+        # Σ α over the steps so far: the AR/MD split of every step and the AR-epochs, for any α schedule.
+        self.alpha_sum = alpha_prefix(cfg.objective, self.total_steps, lambda s: s * step_tokens / self.unique_tokens)
         self.n_params = self.model.num_params()
         self.n_params_ne = self.model.num_params(non_embedding=True)
         self.flops_tok = flops_per_token(m, self.n_params_ne)
 
     # ------------------------------------------------------------------ validation
     def validate(self, seed: int = 0) -> dict:
+        t0 = time.perf_counter()
+        try:
+            return self._validate(seed)
+        finally:
+            self.timers["validate"] += time.perf_counter() - t0
+
+    def _validate(self, seed: int) -> dict:
         self.model.eval()
         c = self.corpus
         nll, n = 0.0, 0
@@ -171,7 +182,7 @@ class Trainer:
         b, world, rank = t.batch_size, self.dist.world, self.dist.rank
         local = b // world
         mb = t.micro_batch_size or local
-        n_ar = ar_rows(step, b, cfg.objective.alpha)  # the global batch's first n_ar rows are AR
+        n_ar = ar_rows_from_prefix(self.alpha_sum, step, b)  # the global batch's first n_ar rows are AR
         lo = rank * local
         windows = torch.from_numpy(self.stream.get(np.arange(step * b + lo, step * b + lo + local)))
         draws = Draws.sample(b, cfg.model.seq_len, step_generator(cfg.seed, step))[lo:lo + local]
@@ -206,6 +217,7 @@ class Trainer:
             "train/md_loss": md_sum / (b - n_ar) if b - n_ar else None,
             "train/z_loss": z_sum / b,
             "train/ar_rows": n_ar,
+            "train/alpha": self.alpha_sum[step + 1] - self.alpha_sum[step],
             "train/grad_norm": float(gnorm),
             "train/lr": lr,
         }
@@ -219,18 +231,20 @@ class Trainer:
             "step": step,
             "tokens_seen": seen,
             "epochs": epochs,
-            "ar_epochs": cfg.objective.alpha * epochs,
+            "ar_epochs": self.alpha_sum[step] * cfg.train.batch_size * cfg.model.seq_len / self.unique_tokens,
         }
 
     def checkpoint(self, step: int) -> None:
         if not self.main:
             return
+        t0 = time.perf_counter()
         state = {
             "step": torch.tensor(step),
             "optimizer": self.opt.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
         self.rd.save_checkpoint(step, self.model, state, self.cfg.train.keep_checkpoints)
+        self.timers["checkpoint"] += time.perf_counter() - t0
 
     def _on_signal(self, signum, frame) -> None:
         if signum == signal.SIGINT and self._stop_signal is not None:
@@ -308,6 +322,7 @@ class Trainer:
 
     def _loop(self, start: int, logger) -> dict:
         cfg, rd, t = self.cfg, self.rd, self.cfg.train
+        self._t_start = time.time()
         tokens_per_step = t.batch_size * cfg.model.seq_len
         ckpt_every = t.checkpoint_every
         last_ckpt_time = time.time()
@@ -358,6 +373,8 @@ class Trainer:
             "version": __version__,
             "model": cfg.model.name,
             "alpha": cfg.objective.alpha,
+            "alpha_schedule": cfg.objective.alpha_schedule,
+            "alpha_mean": self.alpha_sum[self.total_steps] / self.total_steps,
             "repetitions": int(cfg.data.repetitions),
             "seed": cfg.seed,
             **self.accounting(self.total_steps),
@@ -367,6 +384,9 @@ class Trainer:
             "params_non_embedding": self.n_params_ne,
             "flops": self.flops_tok * self.total_steps * tokens_per_step,
             "train_time_s": prev_time + train_time,
+            "wall_time_s": time.time() - self._t_start,
+            "validate_time_s": self.timers["validate"],
+            "checkpoint_time_s": self.timers["checkpoint"],
             "tokens_per_s": (self.total_steps - start) * tokens_per_step / max(train_time, 1e-9),
             "precision": "bf16" if self.bf16 else "fp32",
             "device": self.device.type,

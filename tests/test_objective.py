@@ -154,3 +154,41 @@ def test_z_loss_and_micro_batches_sum_to_the_full_batch():
     lse2 = torch.logsumexp(model.logits, -1) ** 2
     plain = dual_loss(model, w, 8, generator=torch.Generator(), **{**kw, "z_loss": 0.0}).loss
     torch.testing.assert_close(full - plain, 1e-2 * lse2)
+
+
+def _obj(**kw):
+    from dualobj.config import ObjectiveConfig
+
+    return ObjectiveConfig(**kw)
+
+
+def test_alpha_schedules_follow_their_definitions():
+    from dualobj.objective import alpha_at
+
+    n = 101
+    lin = [alpha_at(_obj(alpha=0.25, alpha_schedule="linear", alpha_start=1.0), s, n, 0) for s in range(n)]
+    assert lin[0] == 1.0 and lin[-1] == pytest.approx(0.25) and lin[50] == pytest.approx(0.625)
+    assert all(a >= b for a, b in zip(lin, lin[1:], strict=False))
+    cos = [alpha_at(_obj(alpha=0.0, alpha_schedule="cosine", alpha_start=1.0), s, n, 0) for s in range(n)]
+    assert cos[0] == pytest.approx(1.0) and cos[-1] == pytest.approx(0.0, abs=1e-12) and cos[50] == pytest.approx(0.5)
+    assert cos[25] == pytest.approx((1 + math.cos(math.pi / 4)) / 2)
+    step = _obj(alpha=0.1, alpha_schedule="step", alpha_start=0.9, alpha_step_epoch=2.0)
+    assert [alpha_at(step, 0, n, e) for e in (0.0, 1.99, 2.0, 7.0)] == [0.9, 0.9, 0.1, 0.1]
+    cap = _obj(alpha_schedule="ar_epochs_capped", alpha_start=1.0, ar_epochs_cap=16)
+    assert [alpha_at(cap, 0, n, e) for e in (0.0, 8.0, 16.0, 32.0, 64.0)] == [1.0, 1.0, 1.0, 0.5, 0.25]
+    assert alpha_at(_obj(alpha=0.3), 7, n, 3.0) == 0.3
+
+
+def test_scheduled_ar_rows_add_up_to_the_mean_alpha():
+    from dualobj.objective import alpha_prefix, ar_rows_from_prefix
+
+    o = _obj(alpha=0.0, alpha_schedule="cosine", alpha_start=1.0)
+    total, b = 200, 16
+    p = alpha_prefix(o, total, lambda s: s / 10)
+    rows = [ar_rows_from_prefix(p, s, b) for s in range(total)]
+    assert all(0 <= r <= b for r in rows)
+    assert rows[0] == b and rows[-1] == 0  # pure AR first, pure MD last
+    assert sum(rows) == math.floor(p[-1] * b + 0.5)
+    assert abs(sum(rows) / (total * b) - p[-1] / total) < 1 / (total * b)
+    const = alpha_prefix(_obj(alpha=0.3), total, lambda s: 0.0)
+    assert [ar_rows_from_prefix(const, s, b) for s in range(total)] == [ar_rows(s, b, 0.3) for s in range(total)]

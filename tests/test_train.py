@@ -170,3 +170,17 @@ def test_a_non_finite_loss_fails_the_run_with_step_and_reason(micro, tmp_path):
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "failed" and "loss became nan" in status["error"]
     assert not (out / "summary.json").exists()
+
+
+def test_an_alpha_schedule_drives_the_split_and_the_ar_epochs(micro, tmp_path):
+    out = tmp_path / "r"
+    s = train(config.load([*micro, f"train.tokens={STEP_TOKENS * 16}", "data.repetitions=8", "train.log_every=1",
+                           "objective.alpha_schedule=ar_epochs_capped", "objective.ar_epochs_cap=2",
+                           "objective.alpha_start=1.0", f"out={out}"]))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    alphas = [r["train/alpha"] for r in rows]
+    # 2 steps per epoch: alpha = 1 until 2 epochs are done, then 2 / epochs (epoch 2.5 -> 0.8, ... 7.5 -> 0.267)
+    assert alphas[:5] == [1.0] * 5 and alphas[5] == pytest.approx(2 / 2.5) and alphas[-1] == pytest.approx(2 / 7.5)
+    assert [r["train/ar_rows"] for r in rows][:5] == [8] * 5
+    assert s["ar_epochs"] == pytest.approx(sum(alphas) * STEP_TOKENS / s["unique_tokens"])
+    assert s["alpha_schedule"] == "ar_epochs_capped" and s["alpha_mean"] == pytest.approx(sum(alphas) / 16)

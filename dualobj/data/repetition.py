@@ -36,7 +36,7 @@ class RepeatedStream:
             raise DataError(f"{r} unique tokens but the training split has only {n_train}; "
                             "raise data.repetitions or lower train.tokens")
         if u < seq_len + 1:
-            raise DataError(f"{r} unique tokens is under one sequence of seq_len+1 = {seq_len + 1}; "
+            raise DataError(f"{r} unique tokens, under one sequence of seq_len+1 = {seq_len + 1}; "
                             "lower data.repetitions or raise train.tokens")
         self.tokens, self.seq_len, self.seed = tokens, int(seq_len), int(seed)
         self.unique_tokens = u

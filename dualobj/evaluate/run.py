@@ -45,6 +45,8 @@ def load_run_config(run_dir: Path) -> C.Config:
     from omegaconf import OmegaConf
 
     rd = RunDir(run_dir)
+    if not Path(run_dir).is_dir():
+        raise RunDirError(f"run directory {run_dir} does not exist; give one written by `dualobj train`")
     if not rd.config_path.exists():
         raise RunDirError(f"{run_dir} has no config.yaml: not a run directory; give one written by `dualobj train`")
     try:

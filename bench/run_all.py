@@ -30,8 +30,8 @@ def main() -> None:
     models = ["tiny"] if a.quick else a.models
     sections = [f"# Benchmark results\n\n{datetime.date.today()}, {machine()}\n"]
     for title, fn in [
-        ("Training step throughput and MFU", lambda: train_throughput.run(models, 2 if a.quick else 4)),
-        ("A whole run at default settings (tiny, 500k tokens)", lambda: run_overhead.run()[0]),
+        ("Training step throughput and MFU", lambda: train_throughput.run(models, 2 if a.quick else 6)),
+        ("A whole run at default settings (tiny, 1M tokens)", lambda: run_overhead.run()[0]),
         ("Evaluation throughput per mode", eval_throughput.eval_table),
         ("Data preparation", eval_throughput.data_table),
         *([] if a.quick else [("Sweep throughput, joblib launcher", sweep_throughput.run)]),

@@ -14,7 +14,7 @@ from dualobj import config  # noqa: E402
 from dualobj.train import train  # noqa: E402
 
 
-def run(model: str = "tiny", tokens: int = 500_000) -> tuple[str, dict]:
+def run(model: str = "tiny", tokens: int = 1_000_000) -> tuple[str, dict]:
     out = Path(tempfile.mkdtemp(prefix="dualobj-bench-run-"))
     try:
         s = train(config.load([f"model={model}", f"train.tokens={tokens}", "eval.at_end=false",

@@ -705,3 +705,41 @@ __all__ = [
     "GPFit", "Target", "applicable", "check_line", "find_targets", "fit_gp", "has_metric", "overfit_summary",
     "paper_checks", "paper_section", "plot_gp_surface", "plot_overfit_curves", "table2", "table2_markdown",
 ]
+
+
+# --------------------------------------------------------------------------- α schedules
+
+def schedule_section(runs: pd.DataFrame) -> list[str]:
+    """Markdown comparing α-schedule variants ("tiny+cosine(1->0)") with the best constant α of their base
+    model at the same R, for the AR- and MD-mode validation targets (mean over seeds of done runs)."""
+    done = runs[runs["state"] == "done"] if "state" in runs else runs
+    variants = sorted({m for m in done["model"] if isinstance(m, str) and "+" in m})
+    if not variants:
+        return []
+    lines = ["## α schedules vs the best constant α", ""]
+    for metric in ("val/ar_bpb", "val/md_bpb"):
+        if metric not in done:
+            continue
+        rows = []
+        base_models = sorted({v.split("+", 1)[0] for v in variants})
+        for base in base_models:
+            vs = [v for v in variants if v.startswith(base + "+")]
+            rs = sorted({r for r in done[done["model"].isin(vs)]["repetitions"].dropna()})
+            consts = done[(done["model"] == base) & done["repetitions"].isin(rs)]
+            best = {}
+            for r in rs:
+                means = consts[consts["repetitions"] == r].groupby("alpha")[metric].mean().dropna()
+                if len(means):
+                    best[r] = (means.idxmin(), means.min())
+            rows.append([f"{base}, best constant α"] + [
+                f"{best[r][1]:.4f} (α={best[r][0]:g})" if r in best else "—" for r in rs])
+            for v in vs:
+                cell = done[done["model"] == v].groupby("repetitions")[metric].mean()
+                rows.append([v] + [
+                    (f"{cell[r]:.4f}" + (f" ({cell[r] - best[r][1]:+.4f})" if r in best else "")) if r in cell else "—"
+                    for r in rs])
+        header = ["run"] + [f"R={r:g}" for r in rs]
+        lines += [f"{metric} (lower is better; in brackets: difference to the best constant α)", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                  *["| " + " | ".join(r) + " |" for r in rows], ""]
+    return lines

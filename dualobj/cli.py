@@ -20,7 +20,7 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Train and compare dual-objective (AR + masked-diffusion) language models.",
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long lines stay whole in logs (grep-able)
 
 
 def _stdout() -> Console:

@@ -85,6 +85,7 @@ class TrainConfig:
     nproc: int = 1  # data-parallel processes on this node, started through torchrun (DDP: gloo on CPU, nccl on GPU)
     log_every: int = 10  # steps between training-metric lines
     eval_every: int = 0  # steps between validations (0 = about 8 per run)
+    val_md_samples: int = 2  # noise levels per window for the in-training MD ELBO (eval.md_samples for final scores)
     checkpoint_every: int = 0  # steps between checkpoints (0 = about 8 per run)
     keep_checkpoints: int = 2  # checkpoints kept on disk (the newest ones)
     progress: bool = True  # show a progress bar
@@ -172,7 +173,7 @@ def validate(cfg: Config) -> Config:
         ("model.vocab_size", m.vocab_size), ("model.d_model", m.d_model), ("model.n_layers", m.n_layers),
         ("model.n_heads", m.n_heads), ("model.d_ff", m.d_ff), ("model.seq_len", m.seq_len),
         ("train.tokens", t.tokens), ("train.batch_size", t.batch_size), ("train.log_every", t.log_every),
-        ("train.nproc", t.nproc),
+        ("train.nproc", t.nproc), ("train.val_md_samples", t.val_md_samples),
         ("train.keep_checkpoints", t.keep_checkpoints), ("data.val_sequences", d.val_sequences),
     ]:
         _check(isinstance(value, int) and value >= 1, f"{key}={value} must be a positive integer")

@@ -187,10 +187,13 @@ def dual_loss(
     with autocast or _null():
         logits = model(inputs, causal, doc_ids)
     logits = logits.float()
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").view(b, length)
+    # One fused log-softmax serves both the cross-entropy and the z-loss (the head dominates tiny models):
+    # log Z = logit - log p at any vocabulary entry, so entry 0 gives it without a second pass.
+    logp = F.log_softmax(logits, dim=-1)
+    ce = -logp.gather(-1, y[..., None]).squeeze(-1)
+    lse = logits[..., 0] - logp[..., 0]  # [B, L]
     row_loss = (ce * weights).sum(1)  # [B]
-    z = torch.logsumexp(logits, dim=-1).pow(2)
-    row_z = (z * weights).sum(1)
+    row_z = (lse.pow(2) * weights).sum(1)
     denom = (denom_rows or b) * length
     loss = (row_loss.sum() + z_loss * row_z.sum()) / denom
     return LossOut(
@@ -199,7 +202,7 @@ def dual_loss(
         ar_tokens=n_ar * length,
         md_loss_sum=(row_loss[n_ar:] / length).sum().detach(),
         md_rows=b - n_ar,
-        z_loss_sum=(row_z / length).sum().detach(),
+        z_loss_sum=(row_z.detach() / length).sum(),
     )
 
 

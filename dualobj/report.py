@@ -136,7 +136,7 @@ def _run_record(run_dir: Path) -> dict:
         "run_id": str(_first(s.get("run_id"), st.get("run_id"), cfg.get("run_id"), run_dir.name)),
         "path": str(run_dir),
         "state": state,
-        "model": _first(s.get("model"), _get(cfg, "model.name")),
+        "model": _variant(_first(s.get("model"), _get(cfg, "model.name")), _get(cfg, "objective") or {}),
         "alpha": None if alpha is None else round(alpha, 12),
         "repetitions": _as_float(_first(_number(s.get("repetitions")), _number(_get(cfg, "data.repetitions")))),
         "seed": _first(_number(s.get("seed")), _number(cfg.get("seed"))),
@@ -159,6 +159,20 @@ def _scan(path: str | Path) -> list[tuple[Path, dict]]:
     if not run_dirs:
         raise RunDirError(f"no runs under {path}; run `dualobj sweep ...` first or point to a sweep folder")
     return [(d, _run_record(d)) for d in run_dirs]
+
+
+def _variant(model, objective: dict) -> str | None:
+    """Runs with a non-constant α schedule get their own tables, e.g. "tiny+cosine(1->0)" next to "tiny"."""
+    kind = objective.get("alpha_schedule", "constant") if isinstance(objective, dict) else "constant"
+    if model is None or kind in (None, "constant"):
+        return model
+    a, a0 = objective.get("alpha"), objective.get("alpha_start")
+    detail = {
+        "linear": f"{a0:g}->{a:g}", "cosine": f"{a0:g}->{a:g}",
+        "step": f"{a0:g}->{a:g}@{objective.get('alpha_step_epoch', 0):g}ep",
+        "ar_epochs_capped": f"cap {objective.get('ar_epochs_cap', 0):g}",
+    }.get(kind, "")
+    return f"{model}+{kind}({detail})"
 
 
 def _runs_frame(records: list[dict]) -> pd.DataFrame:
@@ -677,6 +691,9 @@ def write_report(path: str | Path, metrics: list[str] | None = None, formats: It
         lines, figs = _paper_analysis(sub, csub, out, model, plots, prefix)
         text += lines
         files += figs
+    from dualobj.analysis import schedule_section
+
+    text += schedule_section(runs)
     not_done = _not_done_lines(runs)
     if not_done:
         text += ["## Runs not done", "", *not_done, ""]

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dualobj.errors import RunDirError
+from dualobj.faults import maybe_die
 
 FORMAT_VERSION = 1
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -172,6 +173,19 @@ class RunDir:
         write_json(self.status_path, st)
         return st
 
+    def summary_problem(self, status: dict | None = None) -> str | None:
+        """None if summary.json is intact (its checksum, when recorded, matches), else what is wrong."""
+        if not self.summary_path.exists():
+            return "summary.json is missing"
+        digest = (status or {}).get("summary_sha256")
+        if digest and sha256_file(self.summary_path) != digest:
+            return "summary.json does not match its checksum"
+        try:
+            json.loads(self.summary_path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            return "summary.json is not valid JSON"
+        return None
+
     # ----------------------------------------------------------------- metrics
     def append_metrics(self, row: dict) -> None:
         with open(self.metrics_path, "a") as f:
@@ -219,6 +233,7 @@ class RunDir:
                 "sha256": {n: sha256_file(tmp / n) for n in ("model.safetensors", "state.pt")},
             }
             write_json(tmp / "meta.json", meta)
+            maybe_die("checkpoint_write", step)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -250,6 +265,8 @@ class RunDir:
 
     def load_latest(self, model: torch.nn.Module, warn=print) -> dict | None:
         """Load the newest intact checkpoint into ``model``; return its training state, or None."""
+        for tmp in self.ckpt_root.glob(".tmp_*") if self.ckpt_root.exists() else []:
+            shutil.rmtree(tmp, ignore_errors=True)  # a write cut short by a crash (we hold the run's lock)
         for ckpt in reversed(self.checkpoints()):
             problem = self.verify_checkpoint(ckpt)
             if problem:

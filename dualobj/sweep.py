@@ -35,7 +35,7 @@ import yaml
 
 from dualobj import config as C
 from dualobj.errors import ConfigError, DataError, DualObjError
-from dualobj.rundir import RunDir, read_json, write_json
+from dualobj.rundir import RunDir, write_json
 
 SPEC_KEYS = {"name", "description", "fixed", "axes", "cells", "launcher", "retries", "throughput"}
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
@@ -275,11 +275,7 @@ def cell_state(rd: RunDir) -> str:
         return "damaged"
     state = st.get("state", "pending")
     if state == "done":
-        try:
-            read_json(rd.summary_path)
-        except (OSError, DualObjError):
-            return "damaged"
-        return "done"
+        return "damaged" if rd.summary_problem(st) else "done"
     if state == "running" and not rd.is_locked():
         return "dead"
     return state
@@ -329,6 +325,18 @@ def launcher_overrides(spec: SweepSpec, hydra_args: list[str], n_cpus: int | Non
     return [*ov, *hydra_args], threads
 
 
+def _export_submitit_distributed() -> None:
+    """Under a SLURM job of several tasks (nodes x tasks_per_node), give each task its torch.distributed
+    rank: the tasks then train one cell together with DDP, exactly as under torchrun."""
+    if not os.environ.get("SUBMITIT_EXECUTOR") or "WORLD_SIZE" in os.environ:
+        return
+    import submitit
+
+    env = submitit.JobEnvironment()
+    if env.num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
 def run_cell(cfg, max_attempts: int = 2) -> dict:
     """The task function each launcher runs: train one cell into its run dir, never raising."""
     from dualobj.rundir import RunDirLocked
@@ -336,6 +344,7 @@ def run_cell(cfg, max_attempts: int = 2) -> dict:
 
     c = C.to_config(cfg)
     rid = C.run_id(c)
+    _export_submitit_distributed()
     usr2 = signal.getsignal(signal.SIGUSR2)  # submitit's requeue handler, when under submitit
     try:
         s = train(c, c.out, console=None, max_attempts=max_attempts)

@@ -24,11 +24,12 @@ from dualobj.data.repetition import RepeatedStream, val_windows
 from dualobj.data.tokens import prepare_corpus
 from dualobj.distributed import Dist
 from dualobj.errors import ConfigError, DualObjError, RunDirError
+from dualobj.faults import maybe_die
 from dualobj.logger import make_logger
 from dualobj.model import Transformer, flops_per_token
 from dualobj.objective import Draws, alpha_prefix, ar_nll, ar_rows_from_prefix, dual_loss, md_elbo
 from dualobj.optim import build_optimizer, set_lr
-from dualobj.rundir import RunDir, write_json
+from dualobj.rundir import RunDir, sha256_file, write_json
 
 # SIGTERM / SIGUSR1: what SLURM sends before pre-emption; SIGUSR2: submitit's time-out signal.
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
@@ -104,7 +105,7 @@ class Trainer:
         except Exception as e:
             raise RunDirError(f"{self.rd.config_path} is damaged ({e.__class__.__name__}); delete the run directory or choose another out=") from e
         other = saved.get("run_id") if isinstance(saved, dict) else None
-        if other and other != self.run_id:
+        if other is not None and str(other) != self.run_id:  # an all-digit id reads back as a number
             raise RunDirError(
                 f"{self.rd.path} holds run {other}, but this config is run {self.run_id}; "
                 f"choose another out=DIR or delete that directory"
@@ -165,7 +166,7 @@ class Trainer:
             s, k = ar_nll(self.forward_eval, chunk, c.bos_id, self.autocast)
             nll, n = nll + s, n + k
         elbo, se = md_elbo(self.forward_eval, self.val, bos_id=c.bos_id, mask_id=c.mask_id, special_ids=self.special,
-                           samples=4, seed=seed, autocast=self.autocast,
+                           samples=self.cfg.train.val_md_samples, seed=seed, autocast=self.autocast,
                            min_mask_frac=self.cfg.objective.min_mask_frac)
         self.model.train()
         ar = nll / n
@@ -276,16 +277,19 @@ class Trainer:
         if status.get("state") == "failed" and self.max_attempts and status.get("attempts", 0) >= self.max_attempts:
             raise GaveUp(f"run {self.run_id} failed {status['attempts']} times (last: {status.get('error')}); "
                          f"not retried. Fix the cause, then delete {rd.status_path} to try again")
-        if status.get("state") == "done" and rd.summary_path.exists():
-            self.say(f"run {self.run_id} is already done: {rd.path}")
-            from dualobj.rundir import read_json
+        if status.get("state") == "done":
+            problem = rd.summary_problem(status)
+            if problem is None:
+                self.say(f"run {self.run_id} is already done: {rd.path}")
+                from dualobj.rundir import read_json
 
-            return read_json(rd.summary_path)
+                return read_json(rd.summary_path)
+            self.say(f"run {self.run_id} was done but its {problem}; recomputing it from the last good checkpoint")
         self.setup()
         if self.main:
             from dualobj.rundir import atomic_write
 
-            atomic_write(rd.config_path, f"# dualobj {__version__}\nrun_id: {self.run_id}\n" + to_yaml(cfg))
+            atomic_write(rd.config_path, f"# dualobj {__version__}\nrun_id: '{self.run_id}'\n" + to_yaml(cfg))
 
         state = rd.load_latest(self.model, warn=self.say)
         start = 0
@@ -327,7 +331,9 @@ class Trainer:
         ckpt_every = t.checkpoint_every
         last_ckpt_time = time.time()
         train_time = 0.0
-        last = {}
+        last = {}  # newest train/* values; a resumed run starts from what metrics.jsonl already holds
+        for row in rd.metrics() if self.main else []:
+            last.update({k: v for k, v in row.items() if k.startswith("train/") and v is not None})
         with _progress(t.progress and self.console is not None and self.main, self.console) as bar:
             task = bar.add_task(f"run {self.run_id}", total=self.total_steps, completed=start,
                                 tps="", ar="", md="") if bar else None
@@ -337,6 +343,7 @@ class Trainer:
                 train_time += time.perf_counter() - t0
                 if _STEP_DELAY:  # fault-injection tests need a run slow enough to kill mid-way
                     time.sleep(_STEP_DELAY)
+                maybe_die("step", step + 1)
                 done = step + 1
                 last.update({k: v for k, v in row.items() if v is not None})
                 tps = (done - start) * tokens_per_step / max(train_time, 1e-9)
@@ -394,13 +401,16 @@ class Trainer:
             **final,
         }
         write_json(rd.summary_path, summary)
+        maybe_die("summary_write")
         if cfg.eval.at_end:  # before "done", so a run killed while evaluating redoes its evaluation
             from dualobj.evaluate.run import Evaluator
 
             rd.set_status(phase="eval")
             ev = Evaluator(rd.path, cfg.eval, cfg, model=self.model, corpus=self.corpus, step=self.total_steps)
             summary.update(ev.run(skip_missing=True, say=self.say)["headline"])
-        rd.set_status(state="done", phase=None, step=self.total_steps, train_time_s=summary["train_time_s"])
+        write_json(rd.summary_path, summary)  # with the evaluation's headline scores
+        rd.set_status(state="done", phase=None, step=self.total_steps, train_time_s=summary["train_time_s"],
+                      summary_sha256=sha256_file(rd.summary_path))
         logger.summary(summary)
         return summary
 

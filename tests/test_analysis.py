@@ -309,3 +309,24 @@ def test_report_gp_guard_and_not_applicable(tmp_path):
         make_run(one_r, f"r{i}", R=4, alpha=a)
     assert "Paper analysis" not in write_report(one_r, formats=["md"], out_dir=tmp_path / "o2").markdown
     assert load_runs(one_r).shape[0] == 3
+
+
+def test_schedule_section_compares_each_schedule_with_the_best_constant_alpha():
+    import pandas as pd
+
+    from dualobj.analysis import schedule_section
+
+    rows = [
+        {"model": "tiny", "state": "done", "repetitions": 16.0, "alpha": a, "val/ar_bpb": v, "val/md_bpb": v + 0.1}
+        for a, v in ((0.0, 2.5), (0.25, 2.1), (1.0, 2.4))
+    ] + [
+        {"model": "tiny+cosine(1->0)", "state": "done", "repetitions": 16.0, "alpha": 0.0, "val/ar_bpb": 2.0,
+         "val/md_bpb": 2.3},
+        {"model": "tiny+cosine(1->0)", "state": "failed", "repetitions": 16.0, "alpha": 0.0, "val/ar_bpb": 1.0,
+         "val/md_bpb": 1.0},
+    ]
+    text = "\n".join(schedule_section(pd.DataFrame(rows)))
+    assert "| tiny, best constant α | 2.1000 (α=0.25) |" in text
+    assert "| tiny+cosine(1->0) | 2.0000 (-0.1000) |" in text  # the failed run is not counted
+    assert "| tiny+cosine(1->0) | 2.3000 (+0.1000) |" in text  # md target: best constant 2.2 at α=0.25
+    assert schedule_section(pd.DataFrame(rows[:3])) == []

@@ -187,7 +187,7 @@ CASES = {
         "name: x\nfixed: [hydra.job.chdir=true]\naxes: {objective.alpha: [0]}\n"), [
         "key(s) ['hydra.job.chdir'] may not be set by a sweep file", "use the 'launcher' section"]),
     "sweep unknown launcher": lambda c: (c.sweep("name: x\naxes: {objective.alpha: [0]}\nlauncher: {name: nope}\n"), [
-        "unknown launcher 'nope'", "use one of basic, joblib, slurm, submitit_local, submitit_slurm"]),
+        "unknown launcher 'nope'", "use one of basic, joblib, slurm, slurm_paper, submitit_local, submitit_slurm"]),
     # ---------------------------------------------------------------- run directories
     "report on a folder with no runs": lambda c: (["report", str(c.tmp)], [
         "no runs under", "run `dualobj sweep ...` first or point to a sweep folder"]),

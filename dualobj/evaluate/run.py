@@ -174,7 +174,11 @@ class Evaluator:
         out_dir = self.rd.path / "eval"
         headline: dict[str, float] = {}
         done = []
-        for name in self.e.tasks:
+        from dualobj.faults import maybe_die
+
+        for i, name in enumerate(self.e.tasks):
+            if i == 1:
+                maybe_die("eval")
             try:
                 res = self.run_task(name)
             except DataError as err:
@@ -200,6 +204,8 @@ class Evaluator:
             summary = read_json(self.rd.summary_path)
             summary.update(headline)
             write_json(self.rd.summary_path, summary)
+            if self.rd.status().get("summary_sha256"):  # keep the done run's checksum true
+                self.rd.set_status(summary_sha256=sha256_file(self.rd.summary_path))
         return {"tasks": done, "headline": headline}
 
 

@@ -107,6 +107,8 @@ def train(overrides: list[str] = OVERRIDES) -> None:
         f"tokens_seen={summary['tokens_seen']:,}  epochs={summary['epochs']:.2f}  "
         f"{summary['tokens_per_s']:,.0f} tok/s"
     )
+    if any(k.startswith("eval/avg/") for k in summary):
+        _stdout().print(_table_of({k: v for k, v in summary.items() if k.startswith("eval/")}))
     typer.echo(f"run directory: {Path(out).resolve()}")
 
 

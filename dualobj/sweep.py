@@ -193,10 +193,17 @@ class Cell:
 
     @property
     def semantic(self) -> dict:
+        from dualobj.objective import alpha_prefix
+
         c = self.cfg
+        unique = c.train.tokens // int(c.data.repetitions)
+        step_tokens = c.train.batch_size * c.model.seq_len
+        steps = c.train.tokens // step_tokens
+        alpha_sum = (c.objective.alpha * steps if c.objective.alpha_schedule == "constant" else
+                     alpha_prefix(c.objective, steps, lambda s: s * step_tokens / unique)[-1])
         return {"model": c.model.name, "R": int(c.data.repetitions), "alpha": c.objective.alpha, "seed": c.seed,
-                "tokens": c.train.tokens, "unique_tokens": c.train.tokens // int(c.data.repetitions),
-                "epochs": float(c.data.repetitions), "ar_epochs": c.objective.alpha * float(c.data.repetitions)}
+                "tokens": c.train.tokens, "unique_tokens": unique, "epochs": float(c.data.repetitions),
+                "ar_epochs": alpha_sum * step_tokens / unique}  # Σα over the steps: any α schedule
 
 
 def _params(m: C.ModelConfig) -> tuple[int, int]:

@@ -133,8 +133,7 @@ def test_cell_states_from_run_directories(tmp_path):
         assert running.is_locked()
         assert S.cell_state(running) == "running"
         with pytest.raises(RunDirLocked):
-            with running.lock():
-                pass
+            running.lock().__enter__()  # a second holder is refused while the first lives
     assert S.cell_state(running) == "dead"  # its holder is gone: a re-run resumes it
     assert [S.cell_state(r) for r in (done, dead, failed, damaged)] == ["done", "dead", "failed", "damaged"]
     rows = {r["run_id"]: r for r in sweep_rows(tmp_path)}

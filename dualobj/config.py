@@ -33,7 +33,7 @@ class ModelConfig:
     rope_theta: float = 10000.0  # RoPE base frequency
     norm_eps: float = 1e-6  # RMSNorm epsilon
     head: str = "linear"  # linear (norm + linear) | classifier (the paper's norm, linear, GELU, linear+bias)
-    attention: str = "auto"  # auto | sdpa (dense document mask) | flex (FlexAttention block mask, GPU)
+    attention: str = "auto"  # auto | sdpa (fused, dense mask) | math (explicit, fp32 softmax) | flex (GPU block mask)
 
 
 @dataclass
@@ -136,7 +136,7 @@ class Config:
 
 CHOICES = {
     "model.head": ("linear", "classifier"),
-    "model.attention": ("auto", "sdpa", "flex"),
+    "model.attention": ("auto", "sdpa", "math", "flex"),
     "data.source": ("wiki", "text", "textdir", "jsonl"),
     "train.optimizer": ("adamw", "muon"),
     "train.precision": ("auto", "bf16", "fp32"),

@@ -54,8 +54,10 @@ class Attention(nn.Module):
         b, t, d = x.shape
         q, k, v = (m(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2) for m in (self.q, self.k, self.v))
         q, k = rope(q), rope(k)
-        if isinstance(mask, torch.Tensor):
+        if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif isinstance(mask, torch.Tensor):  # "math": an fp32 additive bias
+            y = _math_attention(q, k, v, mask)
         else:  # a FlexAttention BlockMask
             y = _flex_attention(q.is_cuda)(q, k, v, block_mask=mask)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
@@ -141,7 +143,10 @@ class Transformer(nn.Module):
     def body(self, idx: torch.Tensor, causal: bool | torch.Tensor, doc_ids: torch.Tensor | None = None,
              prefix_len: torch.Tensor | None = None):
         """Hidden states [B, T, d] for token ids [B, T]."""
-        mask = attention_mask(idx.shape[1], causal, doc_ids, idx.device, self._backend(idx), prefix_len)
+        backend = self._backend(idx)
+        mask = attention_mask(idx.shape[1], causal, doc_ids, idx.device, backend, prefix_len)
+        if backend == "math":
+            mask = torch.zeros(mask.shape, device=idx.device).masked_fill_(~mask, float("-inf"))
         x = self.embedding(idx)
         for layer in self.layers:
             x = layer(x, self.rope, mask)
@@ -158,7 +163,14 @@ class Transformer(nn.Module):
 
     def _backend(self, idx: torch.Tensor) -> str:
         a = self.cfg.attention
-        return ("flex" if idx.is_cuda else "sdpa") if a == "auto" else a
+        if a != "auto":
+            return a
+        if idx.is_cuda:
+            return "flex"
+        # torch's CPU flash kernel is slow in bf16 with a mask (2x the explicit path at T=256, measured
+        # in bench/attention.py); in fp32 it is the faster one.
+        bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        return "math" if bf16 else "sdpa"
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
@@ -171,7 +183,7 @@ def attention_mask(
     t: int, causal: bool | torch.Tensor, doc_ids: torch.Tensor | None, device, backend: str = "sdpa",
     prefix_len: torch.Tensor | None = None,
 ):
-    """Boolean [B|1, 1, T, T] mask (True = may attend) or a FlexAttention BlockMask.
+    """Boolean [B|1, 1, T, T] mask (True = may attend; also for "math") or a FlexAttention BlockMask.
 
     ``causal`` is a bool or a [B] bool tensor (one mode per sequence: AR and MD rows share a batch).
     ``doc_ids`` [B, T] blocks attention across packed documents. ``prefix_len`` [B] opens
@@ -191,6 +203,12 @@ def attention_mask(
     if doc_ids is not None:
         m = m & (doc_ids[:, :, None] == doc_ids[:, None, :])
     return m[:, None]
+
+
+def _math_attention(q, k, v, bias: torch.Tensor) -> torch.Tensor:
+    """Softmax attention written out: scores and softmax in fp32, both matmuls in the input dtype."""
+    s = torch.matmul(q, k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5 + bias
+    return torch.matmul(s.softmax(-1).to(v.dtype), v)
 
 
 _FLEX = {}

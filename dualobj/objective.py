@@ -162,12 +162,13 @@ def dual_loss(
     min_mask_frac: float = 1e-4,
     denom_rows: int | None = None,
     autocast=None,
+    token_losses=None,
 ) -> LossOut:
     """Loss for one (micro-)batch whose first ``n_ar`` rows are AR and the rest MD.
 
     ``denom_rows`` is the number of rows in the whole optimizer step, so micro-batches sum to the
     loss of the full batch. ``draws`` (one per row of ``window``) fix the masks; without them they
-    are drawn from ``generator``.
+    are drawn from ``generator``. ``token_losses`` replaces ``ce_and_lse`` (e.g. by a compiled copy).
     """
     b, lp1 = window.shape
     length = lp1 - 1
@@ -186,12 +187,7 @@ def dual_loss(
     inputs, y, weights, causal, doc_ids = (v.to(dev) for v in (inputs, y, weights, causal, doc_ids))
     with autocast or _null():
         logits = model(inputs, causal, doc_ids)
-    logits = logits.float()
-    # One fused log-softmax serves both the cross-entropy and the z-loss (the head dominates tiny models):
-    # log Z = logit - log p at any vocabulary entry, so entry 0 gives it without a second pass.
-    logp = F.log_softmax(logits, dim=-1)
-    ce = -logp.gather(-1, y[..., None]).squeeze(-1)
-    lse = logits[..., 0] - logp[..., 0]  # [B, L]
+    ce, lse = (token_losses or ce_and_lse)(logits, y)
     row_loss = (ce * weights).sum(1)  # [B]
     row_z = (lse.pow(2) * weights).sum(1)
     denom = (denom_rows or b) * length
@@ -204,6 +200,18 @@ def dual_loss(
         md_rows=b - n_ar,
         z_loss_sum=(row_z.detach() / length).sum(),
     )
+
+
+def ce_and_lse(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token cross-entropy and log-partition log Z (for the z-loss) from one fp32 log-softmax.
+
+    log Z = logit - log p at any vocabulary entry, so entry 0 gives it without a second pass over
+    the vocabulary (the head and its softmax dominate small models).
+    """
+    logits = logits.float()
+    logp = F.log_softmax(logits, dim=-1)
+    ce = -logp.gather(-1, y[..., None]).squeeze(-1)
+    return ce, logits[..., 0] - logp[..., 0]
 
 
 def _device(model) -> torch.device:

@@ -49,15 +49,22 @@ def _muon_params(model: torch.nn.Module) -> tuple[list, list]:
     return muon, adam
 
 
+def _adamw(params, t: TrainConfig) -> torch.optim.AdamW:
+    # The fused kernel (CPU and CUDA) does one pass per tensor instead of ~6 for-loop ops.
+    params = list(params)
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
+    return torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), eps=1e-8, weight_decay=t.weight_decay,
+                             fused=fused or None)
+
+
 def build_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
-    betas = tuple(t.betas)
     if t.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=betas, eps=1e-8, weight_decay=t.weight_decay)
+        return _adamw(model.parameters(), t)
     muon, adam = _muon_params(model)
     return Combined([
         torch.optim.Muon(muon, lr=t.lr, weight_decay=t.weight_decay, momentum=0.95, nesterov=True,
                          ns_steps=5, adjust_lr_fn="match_rms_adamw"),
-        torch.optim.AdamW(adam, lr=t.lr, betas=betas, eps=1e-8, weight_decay=t.weight_decay),
+        _adamw(adam, t),
     ])
 
 

@@ -1,4 +1,4 @@
-"""The model: document isolation, causal vs bidirectional masks per row, SDPA vs FlexAttention."""
+"""The model: document isolation, causal vs bidirectional masks per row, SDPA vs math vs FlexAttention."""
 
 from __future__ import annotations
 
@@ -76,6 +76,38 @@ def test_flex_attention_matches_dense_mask(model):
         finally:
             model.cfg.attention = "auto"
     torch.testing.assert_close(flex, dense, rtol=1e-4, atol=1e-4)
+
+
+def test_math_attention_matches_fused_sdpa_with_grads(model):
+    x = two_docs(4)
+    d = document_ids(x, BOS)
+    mixed = torch.tensor([True, False, True, False])
+    out, grads = {}, {}
+    for backend in ("sdpa", "math"):
+        model.cfg.attention = backend
+        try:
+            model.zero_grad()
+            out[backend] = model(x, mixed, d)
+            out[backend].square().mean().backward()
+            grads[backend] = [p.grad.clone() for p in model.parameters()]
+        finally:
+            model.cfg.attention = "auto"
+    torch.testing.assert_close(out["math"], out["sdpa"], rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads["math"], grads["sdpa"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_auto_attention_takes_the_explicit_path_under_cpu_bf16_autocast(model):
+    x = two_docs(2)
+    assert model._backend(x) == "sdpa"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model._backend(x) == "math"
+        with torch.no_grad():
+            fast = model(x, True, document_ids(x, BOS))
+    with torch.no_grad():
+        ref = model(x, True, document_ids(x, BOS))
+    assert fast.dtype == torch.bfloat16
+    torch.testing.assert_close(fast.float(), ref, rtol=0.05, atol=0.1)  # bf16 rounding only
 
 
 def test_mask_shape_and_content():

@@ -18,7 +18,43 @@ import eval_throughput  # noqa: E402
 import run_overhead  # noqa: E402
 import sweep_throughput  # noqa: E402
 import train_throughput  # noqa: E402
-from common import machine  # noqa: E402
+from common import machine, md_table  # noqa: E402
+
+
+def targets(train: dict, run_share: float | None) -> str:
+    """The issue's CPU targets, checked against the numbers measured in this run."""
+    runs = train["runs"]
+    rows = []
+    md_ar = [r[1.0] / r[0.0] for r in runs.values()]
+    rows.append(["an MD step costs at most 5% more than an AR step",
+                 f"MD/AR step time {min(md_ar):.2f}–{max(md_ar):.2f}", _met(max(md_ar) <= 1.05)])
+    over = [r["bare"] / r[0.5] - 1 for r in runs.values()]
+    rows.append(["the tool's overhead over the bare loop is under 10% of step time",
+                 f"{min(over):+.1%} … {max(over):+.1%}", _met(max(over) < 0.10)])
+    if run_share is not None:
+        rows.append(["validation and checkpointing under 5% of a default run's wall time", f"{run_share:.1%}",
+                     _met(run_share < 0.05)])
+    if ("small", "fp32", False) in runs:
+        fp32 = runs["small", "fp32", False][0.5]
+        eager = runs["small", "bf16", False][0.5] / fp32
+        comp = runs["small", "bf16", True][0.5] / fp32
+        fair = runs["small", "bf16", True][0.5] / runs["small", "fp32", True][0.5]
+        rows.append(["bf16 at least 2x faster than fp32 for `small`",
+                     f"eager {eager:.2f}x; bf16 + compile {comp:.2f}x (vs fp32 + compile {fair:.2f}x)",
+                     _met(comp >= 2, f"with compile (short by {2 - comp:.2f}x)" if comp < 2 else "with compile")
+                     if eager < 2 else _met(True)])
+    for model in ("tiny", "small"):
+        got = {f"{p}{' + compile' if c else ''}": r["mfu"] for (m, p, c), r in runs.items() if m == model}
+        if got:
+            best = max(got.values())
+            rows.append([f"`{model}` reaches 60% of the same-dtype matmul peak",
+                         ", ".join(f"{k} {v:.0%}" for k, v in got.items()),
+                         "met in " + ", ".join(k for k, v in got.items() if v >= 0.6) if best >= 0.6 else "missed"])
+    return md_table(["target", "measured", "status"], rows)
+
+
+def _met(ok: bool, how: str = "") -> str:
+    return ("met " + how).strip() if ok else ("missed " + how).strip()
 
 
 def main() -> None:
@@ -29,12 +65,24 @@ def main() -> None:
     a = ap.parse_args()
     models = ["tiny"] if a.quick else a.models
     sections = [f"# Benchmark results\n\n{datetime.date.today()}, {machine()}\n"]
+    got = {}
+
+    def training():
+        table, got["train"] = train_throughput.run(models, 2 if a.quick else 6)
+        return table
+
+    def whole_run():
+        table, info = run_overhead.run()
+        got["run_share"] = info["val_ckpt_share"]
+        return table
+
     for title, fn in [
-        ("Training step throughput and MFU", lambda: train_throughput.run(models, 2 if a.quick else 6)),
-        ("A whole run at default settings (tiny, 1M tokens)", lambda: run_overhead.run()[0]),
+        ("Training step throughput and MFU", training),
+        ("A whole run at default settings (tiny, 1M tokens)", whole_run),
         ("Evaluation throughput per mode", eval_throughput.eval_table),
         ("Data preparation", eval_throughput.data_table),
         *([] if a.quick else [("Sweep throughput, joblib launcher", sweep_throughput.run)]),
+        ("Targets on this machine (issue: scale and speed)", lambda: targets(got["train"], got.get("run_share"))),
     ]:
         print(f"## {title}", flush=True)
         table = fn()

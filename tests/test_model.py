@@ -93,7 +93,7 @@ def test_math_attention_matches_fused_sdpa_with_grads(model):
         finally:
             model.cfg.attention = "auto"
     torch.testing.assert_close(out["math"], out["sdpa"], rtol=1e-5, atol=1e-5)
-    for a, b in zip(grads["math"], grads["sdpa"]):
+    for a, b in zip(grads["math"], grads["sdpa"], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 

@@ -192,3 +192,26 @@ def test_scheduled_ar_rows_add_up_to_the_mean_alpha():
     assert abs(sum(rows) / (total * b) - p[-1] / total) < 1 / (total * b)
     const = alpha_prefix(_obj(alpha=0.3), total, lambda s: 0.0)
     assert [ar_rows_from_prefix(const, s, b) for s in range(total)] == [ar_rows(s, b, 0.3) for s in range(total)]
+
+
+def test_fused_ce_and_log_z_match_autograd_on_the_log_softmax():
+    from dualobj.objective import ce_and_lse
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 11, (3, 5), generator=g)
+    ce, lse = ce_and_lse(logits, y)
+    logp = torch.log_softmax(logits, -1)
+    torch.testing.assert_close(ce, -logp.gather(-1, y[..., None]).squeeze(-1).float())
+    torch.testing.assert_close(lse, torch.logsumexp(logits, -1).float())
+    # Gradients of a loss that uses both outputs, against autograd through log_softmax / logsumexp.
+    w1, w2 = torch.rand(3, 5, generator=g), torch.rand(3, 5, generator=g)
+    (ce * w1 + lse.pow(2) * w2).sum().backward()
+    fused = logits.grad.clone()
+    logits.grad = None
+    (-logp.gather(-1, y[..., None]).squeeze(-1) * w1 + torch.logsumexp(logits, -1).pow(2) * w2).sum().backward()
+    torch.testing.assert_close(fused, logits.grad, rtol=1e-5, atol=1e-6)  # fp32 inside, fp64 reference
+    # bf16 logits (autocast) get a bf16 gradient, as autograd requires.
+    lb = logits.detach().bfloat16().requires_grad_()
+    ce_and_lse(lb, y)[0].sum().backward()
+    assert lb.grad.dtype == torch.bfloat16

@@ -24,6 +24,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -349,14 +350,13 @@ def _best_columns(mean: pd.DataFrame, lower_is_better: bool) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- formatting
 def format_alpha(a: float) -> str:
-    """0, 1, 1/256 (powers of two from 1/8 down), else the short decimal (0.25, 0.75)."""
+    """The paper's notation: 0, 1, and dyadic fractions (1/256, 1/2, 3/4, 63/64); other values as decimals."""
     a = float(a)
     if a in (0.0, 1.0):
         return str(int(a))
-    if a > 0:
-        inv = 1.0 / a
-        if inv >= 8 and inv.is_integer() and (int(inv) & (int(inv) - 1)) == 0:
-            return f"1/{int(inv)}"
+    f = Fraction(a).limit_denominator(1024)
+    if float(f) == a and 0 < a < 1 and f.denominator & (f.denominator - 1) == 0:
+        return f"{f.numerator}/{f.denominator}"
     return f"{a:g}"
 
 

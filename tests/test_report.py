@@ -259,3 +259,11 @@ def test_two_models_damaged_status_and_tiny_alphas(tmp_path):
     files = write_report(root, formats=["md"], out_dir=tmp_path / "out", plots=False)
     assert {"small_val_ar_nll.md", "tiny_val_ar_nll.md"} <= {Path(f).name for f in files}
     assert "1 unknown" in files.markdown
+
+
+def test_alpha_labels_use_the_papers_fractions():
+    from dualobj.report import format_alpha
+
+    assert [format_alpha(a) for a in (0, 1 / 256, 1 / 8, 0.25, 0.5, 0.75, 15 / 16, 63 / 64, 255 / 256, 1)] == [
+        "0", "1/256", "1/8", "1/4", "1/2", "3/4", "15/16", "63/64", "255/256", "1"]
+    assert format_alpha(0.3) == "0.3" and format_alpha(1 / 3) == "0.333333"

@@ -6,17 +6,24 @@ import torch
 from common import median_time
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, steps: int = 7) -> float:
+def matmul(dtype: torch.dtype, n: int = 2048, calls: int = 3):
+    """A function doing ``calls`` n x n matmuls, and the FLOPs it does."""
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     a = torch.randn(n, n, device=dev, dtype=dtype)
     b = torch.randn(n, n, device=dev, dtype=dtype)
 
     def mm():
-        a @ b
+        for _ in range(calls):
+            a @ b
         if dev == "cuda":
             torch.cuda.synchronize()
 
-    return 2 * n**3 / median_time(mm, steps, warmup=3)
+    return mm, 2 * n**3 * calls
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, steps: int = 7) -> float:
+    fn, flops = matmul(dtype, n, calls=1)
+    return flops / median_time(fn, steps, warmup=3)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,16 @@
 The tool's step is Trainer.train_step (data, masking, the dual loss, backward, clipping, optimizer).
 The bare loop is model + cross-entropy + AdamW on a pre-made batch, nothing else. MFU = achieved
 FLOP/s (6 N + attention per token, head included) / measured peak matmul FLOP/s of the same dtype.
-Each model runs in fp32 and bf16 autocast, eager and with ``train.compile=true``.
+Each model runs in fp32 and bf16 autocast, eager and with ``train.compile=true``; all variants of a
+model and the peak matmuls are timed round-robin in the same rounds (this machine is shared and noisy).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import md_table, median_time  # noqa: E402
-from peak import matmul_peak  # noqa: E402
+from common import md_table  # noqa: E402
+from peak import matmul  # noqa: E402
 
 from dualobj import config  # noqa: E402
 from dualobj.model import Transformer, document_ids, flops_per_token  # noqa: E402
@@ -31,24 +34,27 @@ BATCH = {"tiny": 32, "small": 32, "base": 8}  # tiny/small: the default batch; b
 VARIANTS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
 
 
-def tool_step(model: str, alpha: float, precision: str, compile: bool, steps: int, warmup: int
-              ) -> tuple[float, Trainer]:
+def tool_trainer(model: str, alpha: float, precision: str, compile: bool) -> Trainer:
     cfg = config.load([f"model={model}", f"objective.alpha={alpha}", f"train.precision={precision}",
                        f"train.compile={compile}", f"train.batch_size={BATCH[model]}", "train.tokens=100000000",
                        "data.repetitions=100", "train.progress=false"])
     tr = Trainer(cfg, out="/tmp/dualobj-bench-unused")
     tr.setup()
+    return tr
+
+
+def tool_step(tr: Trainer):
+    """The tool's optimizer step: data, masking, the dual loss, backward, clipping, optimizer."""
     step = iter(range(10**6))
-    dt = median_time(lambda: tr.train_step(next(step)), steps, warmup)
-    return cfg.train.batch_size * cfg.model.seq_len / dt, tr
+    return lambda: tr.train_step(next(step))
 
 
-def bare_step(tr: Trainer, steps: int, warmup: int) -> float:
+def bare_step(tr: Trainer):
     """model + loss + optimizer only: the same model call (same per-row document mask, made once) on a
     pre-made batch, plain cross-entropy, fused AdamW, compiled like the tool's step when it is;
     no data pipeline, masking, loss weighting, z-loss or clipping."""
     m, cfg = tr.model, tr.cfg
-    b, t = cfg.train.batch_size, cfg.model.seq_len
+    b = cfg.train.batch_size
     x = torch.from_numpy(tr.stream.get(np.arange(b)))
     doc = document_ids(x[:, :-1], tr.corpus.bos_id)
     causal = torch.arange(b) < b // 2
@@ -66,31 +72,57 @@ def bare_step(tr: Trainer, steps: int, warmup: int) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return b * t / median_time(step, steps, warmup)
+    return step
+
+
+def interleaved(fns: dict, rounds: int, warmup: int) -> dict:
+    """Median seconds per call of each function, timed round-robin (one call of each per round), so a
+    slow spell of this shared machine hits every variant alike and their ratios stay fair."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def run(models: list[str], steps: int = 6, warmup: int = 3) -> tuple[str, dict]:
-    """The table, and {(model, precision, compile): {alpha: tok/s, "bare": tok/s, "mfu": ratio}}."""
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    rows, data = [], {}
+    """The table, and {"peaks": {model: {dtype: FLOP/s}}, "runs": {(model, precision, compile):
+    {alpha: tok/s, "bare": tok/s, "mfu": ratio}}}. Per model, every variant and the peak matmuls are
+    timed in the same rounds."""
+    rows, data, peaks = [], {}, {}
     for model in models:
-        for precision, compile in VARIANTS:
-            if compile and precision == "fp32" and model == "base":
-                continue
-            res = {}
+        variants = [(p, c) for p, c in VARIANTS if not (c and p == "fp32" and model == "base")]
+        fns, trainers = {}, {}
+        for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            fns["peak", name], mm_flops = matmul(dtype)
+        for precision, compile in variants:
             for alpha in (1.0, 0.0, 0.5):
-                res[alpha], tr = tool_step(model, alpha, precision, compile, steps, warmup)
-            res["bare"] = bare_step(tr, steps, warmup)
+                trainers[precision, compile, alpha] = tr = tool_trainer(model, alpha, precision, compile)
+                fns[precision, compile, alpha] = tool_step(tr)
+            fns[precision, compile, "bare"] = bare_step(tr)
+        sec = interleaved(fns, steps, warmup)
+        peaks[model] = {name: mm_flops / sec["peak", name] for name in ("fp32", "bf16")}
+        for precision, compile in variants:
+            tr = trainers[precision, compile, 0.5]
+            tokens = tr.cfg.train.batch_size * tr.cfg.model.seq_len
+            res = {k: tokens / sec[precision, compile, k] for k in (1.0, 0.0, 0.5, "bare")}
             fpt = flops_per_token(tr.cfg.model, Transformer.num_params(tr.model, non_embedding=True))
             achieved = res[0.5] * fpt
-            res["mfu"] = achieved / peaks[precision]
+            peak = peaks[model][precision]
+            res["mfu"] = achieved / peak
             data[model, precision, compile] = res
             vs_fp32 = res[0.5] / data[model, "fp32", False][0.5]
             rows.append([model, precision + (" + compile" if compile else ""), f"{res[1.0]:,.0f}",
                          f"{res[0.0]:,.0f}", f"{res[0.5]:,.0f}", f"{vs_fp32:.2f}x", f"{res[1.0] / res[0.0]:.3f}",
                          f"{res['bare']:,.0f}", f"{res['bare'] / res[0.5] - 1:+.1%}", f"{achieved / 1e9:.0f}",
-                         f"{peaks[precision] / 1e9:.0f}", f"{res['mfu']:.0%}"])
+                         f"{peak / 1e9:.0f}", f"{res['mfu']:.0%}"])
             print(" | ".join(rows[-1]), flush=True)
+        del trainers, fns
     table = md_table(["model", "dtype", "AR tok/s", "MD tok/s", "α=0.5 tok/s", "α=0.5 vs fp32 eager",
                       "MD step / AR step", "bare loop tok/s", "tool overhead", "GFLOP/s (α=0.5)", "peak GFLOP/s",
                       "MFU"], rows)

@@ -97,6 +97,7 @@ def run(models: list[str], steps: int = 6, warmup: int = 3) -> tuple[str, dict]:
     rows, data, peaks = [], {}, {}
     for model in models:
         variants = [(p, c) for p, c in VARIANTS if not (c and p == "fp32" and model == "base")]
+        torch._dynamo.reset()  # every model's compiled graphs share one code object and its recompile limit
         fns, trainers = {}, {}
         for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
             fns["peak", name], mm_flops = matmul(dtype)

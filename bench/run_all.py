@@ -60,6 +60,17 @@ def targets(train: dict, run_share: float | None) -> str:
     return md_table(["target", "measured", "status"], rows)
 
 
+READING = """\
+How to read these: "bf16" and "fp32" rows are eager; "+ compile" is `train.compile=true` (model and loss
+compiled). Every variant of a model and the peak matmuls were timed in the same round-robin rounds, so
+ratios within a model are fair even when the machine is slow for a while. The bf16/fp32 ratio of the
+matmul peak bounds every bf16 speed-up: on an AVX-512 CPU that double-pumps 512-bit ops (AMD Zen 4) it is
+about 2.2x, so bf16 needs nearly everything else fused away to reach 2x; eager bf16 is held back by the
+elementwise work around the matmuls (norms, RoPE, SiLU, casts, the fp32 softmax over the vocabulary),
+which is a larger share at `tiny` (d=128, head matmul with K=128) than at `small`.
+"""
+
+
 def _met(ok: bool, how: str = "") -> str:
     return ("met " + how).strip() if ok else ("missed " + how).strip()
 
@@ -95,6 +106,7 @@ def main() -> None:
         table = fn()
         print(table, flush=True)
         sections.append(f"## {title}\n\n{table}\n")
+    sections.append(READING)
     Path(a.out).write_text("\n".join(sections))
     print(f"wrote {a.out}")
 

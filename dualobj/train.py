@@ -131,6 +131,8 @@ class Trainer:
         self.special = torch.tensor(self.corpus.special_ids, dtype=torch.long)
         torch.manual_seed(cfg.seed)
         self.model = Transformer(m).to(self.device)
+        if t.compile:  # a sweep worker trains many runs in one process: start each with a fresh
+            torch._dynamo.reset()  # recompile budget, or later runs silently fall back to eager
         self.forward_eval = torch.compile(self.model) if t.compile else self.model
         self.forward = self.forward_eval
         # The loss tail (fp32 log-softmax over the vocabulary, CE and z-loss) compiles to a third of its

@@ -121,8 +121,8 @@ def test_table2_exact_values():
     assert pd.isna(t.loc[8, "beats both"])  # α=0 missing: unknown, not False
     md = table2_markdown(t)
     assert md == table2_markdown(df, "val/ar_bpb")
-    assert "| 1 | 0.5 | 1.1000 | 1.1500 | 1.6000 | +0.0500 | +0.5000 | yes |" in md
-    assert "| 8 | 0.25 | 1.2500 | 1.5000 | — | +0.2500 | — | — |" in md
+    assert "| 1 | 1/2 | 1.1000 | 1.1500 | 1.6000 | +0.0500 | +0.5000 | yes |" in md
+    assert "| 8 | 1/4 | 1.2500 | 1.5000 | — | +0.2500 | — | — |" in md
 
     s = table2(df, "eval/avg/ar")  # higher is better: the max mix, gains = best − reference
     assert not s.attrs["lower_is_better"]
@@ -173,7 +173,7 @@ def test_checks_all_hold():
                                                    "|Δ log2-odds|": 0.0, "close": True}
     lines = [check_line(x) for x in c.values()]
     assert all(" **holds**" in line for line in lines)
-    assert "0.75 (R=1) → 0.25 (R=16)" in lines[1]
+    assert "3/4 (R=1) → 1/4 (R=16)" in lines[1]
 
 
 def test_check_f1_fails():
@@ -285,7 +285,7 @@ def test_write_report_paper_section(sweep, tmp_path):
     assert "## Paper analysis — tiny" in text
     assert "### Table 2 — AR-mode validation target (val/ar_nll, lower is better)" in text
     assert "### Table 2 — MD-mode validation target (val/md_elbo, lower is better)" in text
-    assert "| 16 | 0.25 | 1.2500 | 1.5000 | 1.6200 | +0.2500 | +0.3700 | yes |" in text
+    assert "| 16 | 1/4 | 1.2500 | 1.5000 | 1.6200 | +0.2500 | +0.3700 | yes |" in text
     assert "GP on (log2 R, α) → val/ar_nll" in text and "P(GP best α)" in text
     for name in ("F1", "F2", "F3", "F4"):
         assert f"- **{name}** (" in text

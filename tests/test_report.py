@@ -174,7 +174,7 @@ def test_exports(sweep, tmp_path):
     assert "**3.0000**" in md and "**3.1000 ± 0.0707**" in md and "**3.2500**" in md
     assert md.count("**") == 6  # one bold cell per row
     assert "failed" in md and "damaged" in md
-    assert md.splitlines()[0].startswith("| R \\ α | 0 | 0.25 | 0.5 | 1 | best α | best | Δ vs AR | Δ vs MD |")
+    assert md.splitlines()[0].startswith("| R \\ α | 0 | 1/4 | 1/2 | 1 | best α | best | Δ vs AR | Δ vs MD |")
     tex = to_latex(p)
     assert r"\textbf{3.1000 $\pm$ 0.0707}" in tex and tex.count(r"\textbf") == 3
     assert r"\begin{tabular}" in tex and r"\end{tabular}" in tex
@@ -237,11 +237,6 @@ def test_write_report(sweep, tmp_path):
         write_report(sweep, formats=["pdf"], out_dir=tmp_path / "x")
 
 
-def test_format_alpha():
-    assert [format_alpha(a) for a in (0, 1 / 256, 1 / 16, 0.25, 0.5, 0.75, 1)] == [
-        "0", "1/256", "1/16", "0.25", "0.5", "0.75", "1"]
-
-
 def test_two_models_damaged_status_and_tiny_alphas(tmp_path):
     root = tmp_path / "s"
     make_run(root, "a", R=2, alpha=1 / 256, nll=3.0, model="small")
@@ -261,9 +256,7 @@ def test_two_models_damaged_status_and_tiny_alphas(tmp_path):
     assert "1 unknown" in files.markdown
 
 
-def test_alpha_labels_use_the_papers_fractions():
-    from dualobj.report import format_alpha
-
+def test_format_alpha_uses_the_papers_fractions():
     assert [format_alpha(a) for a in (0, 1 / 256, 1 / 8, 0.25, 0.5, 0.75, 15 / 16, 63 / 64, 255 / 256, 1)] == [
         "0", "1/256", "1/8", "1/4", "1/2", "3/4", "15/16", "63/64", "255/256", "1"]
     assert format_alpha(0.3) == "0.3" and format_alpha(1 / 3) == "0.333333"

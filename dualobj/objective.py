@@ -207,7 +207,8 @@ def ce_and_lse(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
 
     One fp32 log-softmax serves both (log Z = logit - log p at any vocabulary entry), and the hand-written
     backward makes one pass, grad = (g_ce + g_lse) softmax - g_ce onehot, where autograd would fill and add
-    three full-size gradients: 1.6x faster eager, 3x compiled, on the head that dominates small models.
+    three full-size gradients: about 1.5x faster eager and 1.6x compiled than autograd's version (measured
+    on 4096 x 8192 bf16 logits), on the head that dominates small models.
     """
     return _CrossEntropyLogZ.apply(logits, y)
 

@@ -13,7 +13,7 @@ from common import md_table  # noqa: E402
 
 from dualobj import config  # noqa: E402
 from dualobj.data.tokens import prepare_corpus  # noqa: E402
-from dualobj.evaluate.run import Evaluator  # noqa: E402
+from dualobj.evaluate.evaluator import Evaluator  # noqa: E402
 from dualobj.train import train  # noqa: E402
 
 

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 import train_throughput  # noqa: E402
 from common import machine, md_table  # noqa: E402
 
-from dualobj.train import use_bf16  # noqa: E402
+from dualobj.runtime import use_bf16  # noqa: E402
 
 
 def targets(train: dict, run_share: float | None) -> str:

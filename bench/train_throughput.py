@@ -26,7 +26,8 @@ from common import md_table  # noqa: E402
 from peak import matmul  # noqa: E402
 
 from dualobj import config  # noqa: E402
-from dualobj.model import Transformer, document_ids, flops_per_token  # noqa: E402
+from dualobj.budget import flops_per_token  # noqa: E402
+from dualobj.model import Transformer, document_ids  # noqa: E402
 from dualobj.train import Trainer  # noqa: E402
 
 BATCH = {"tiny": 32, "small": 32, "base": 8}  # tiny/small: the default batch; base: a quarter, to keep it short

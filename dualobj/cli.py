@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from dualobj.errors import DualObjError
+from dualobj.fmt import format_alpha, hms, si
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -28,11 +29,6 @@ def _stdout() -> Console:
     return Console(width=None if sys.stdout.isatty() else 200)
 
 
-def _si(n: float) -> str:
-    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.4g}{unit}"
-    return f"{n:g}"
 _state = {"debug": bool(os.environ.get("DUALOBJ_DEBUG"))}
 
 OVERRIDES = typer.Argument(None, help="Hydra overrides, e.g. model=small data.repetitions=16 objective.alpha=0.75")
@@ -83,7 +79,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 def train(overrides: list[str] = OVERRIDES) -> None:
     """Train one model (or resume it, or skip it if done) into out=DIR."""
     from dualobj import config
-    from dualobj.train import train as run_training
+    from dualobj.evaluate import train_and_evaluate
 
     cfg = config.load(overrides)
     out = cfg.out or f"runs/{config.run_id(cfg)}"
@@ -99,7 +95,7 @@ def train(overrides: list[str] = OVERRIDES) -> None:
         console.quiet = True
     console.print(f"run [bold]{config.run_id(cfg)}[/] -> {out}  (model={cfg.model.name}, "
                   f"R={int(cfg.data.repetitions)}, alpha={cfg.objective.alpha:g}, tokens={cfg.train.tokens:,})")
-    summary = run_training(cfg, out, console=console)
+    summary = train_and_evaluate(cfg, out, console=console)
     if not summary:  # a non-zero rank
         return
     console.print(
@@ -140,7 +136,7 @@ def eval_cmd(
     overrides: list[str] = typer.Argument(None, help="eval.* overrides, e.g. eval.tasks=[blimp,piqa] eval.limit=200"),
 ) -> None:
     """Score a trained run zero-shot in AR, masked-diffusion and prefix-LM modes (writes eval/<task>.json)."""
-    from dualobj.evaluate.run import evaluate
+    from dualobj.evaluate.evaluator import evaluate
 
     res = evaluate(run_dir, overrides, say=lambda m: console.print(m, highlight=False))
     rows = res["headline"]
@@ -179,8 +175,8 @@ def generate(
 ) -> None:
     """Generate a continuation of a prompt with a trained run."""
     from dualobj.errors import ConfigError
+    from dualobj.evaluate.evaluator import Evaluator
     from dualobj.evaluate.generate import generate as gen
-    from dualobj.evaluate.run import Evaluator
 
     if mode not in ("ar", "md", "prefix"):
         raise ConfigError(f"--mode {mode!r} is not one of ar, md, prefix")
@@ -193,22 +189,54 @@ def generate(
     typer.echo(prompt + text)
 
 
-def _hms(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s >= 86400:
-        return f"{s / 86400:.1f}d"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+def _plan_table(name: str, folder: Path, cells):
+    """The sweep plan as a table: one row per valid cell, then the totals."""
+    from rich.table import Table
+
+    table = Table(title=f"sweep {name}: {len(cells)} cells -> {folder}", show_lines=False)
+    for col in ("run id", "model", "params", "R", "α", "seed", "tokens", "unique", "epochs", "AR-epochs", "steps",
+                "FLOPs", "est. time", "state"):
+        table.add_column(col, justify="right")
+    good = [c for c in cells if c.cfg is not None and not c.error]
+    for c in good:
+        m = c.semantic
+        table.add_row(c.run_id, m["model"], si(c.params), str(m["R"]), format_alpha(m["alpha"]), str(m["seed"]),
+                      si(m["tokens"]), si(m["unique_tokens"]), f"{m['epochs']:g}", f"{m['ar_epochs']:.3g}",
+                      f"{c.steps:,}", f"{c.flops:.2e}", hms(c.est_s), c.state)
+    done = sum(c.state == "done" for c in good)
+    table.add_section()
+    table.add_row("total", "", "", "", "", "", si(sum(c.semantic["tokens"] for c in good)), "", "", "",
+                  f"{sum(c.steps for c in good):,}", f"{sum(c.flops for c in good):.2e}",
+                  hms(sum(c.est_s for c in good)), f"{done} done")
+    return table
 
 
-def _alpha(a) -> str:
-    from fractions import Fraction
+def _launcher_line(launcher_ov: list[str], threads: int, good, todo) -> str:
+    jobs = next((a.split("=")[1] for a in launcher_ov if a.startswith("hydra.launcher.n_jobs=")), None)
+    name = next((a.split("=")[1] for a in launcher_ov if a.startswith("hydra/launcher=")), "?")
+    return (f"launcher: {name}" + (f" ({jobs} jobs x {threads} threads)" if jobs else "")
+            + f"; time estimate from {', '.join(sorted({c.throughput_source for c in good})) or '-'}"
+            + (f"; wall time with {jobs} parallel jobs ~{hms(sum(c.est_s for c in todo) / int(jobs))}" if jobs else ""))
 
-    if a is None:
-        return "-"
-    f = Fraction(a).limit_denominator(1024)
-    return str(f) if abs(float(f) - a) < 1e-12 and f.denominator > 1 else f"{a:g}"
+
+def _sweep_outcome(results, folder: Path, n_good: int) -> None:
+    """Say how the launched cells ended; exit 130 if stopped, 1 if cells are left."""
+    from collections import Counter
+
+    from dualobj.sweep.status import sweep_rows
+
+    left = [r for r in sweep_rows(folder) if r["state"] != "done"]
+    if results is None:
+        console.print(f"[yellow]stopped[/]: {len(left)} cell(s) not done; finished work is kept, re-run to continue")
+        raise typer.Exit(130)
+    counts = Counter(r["outcome"] for r in results)
+    console.print("results: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    for r in results:
+        if r["outcome"] not in ("done",):
+            console.print(f"  {r['run_id']}: {r['outcome']} {r.get('error') or ''}", highlight=False)
+    console.print(f"{n_good - len(left)}/{n_good} cells done" + (f"; re-run to continue ({len(left)} left)" if left else ""))
+    if left:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -221,48 +249,30 @@ def sweep(
     out: Path = typer.Option(None, "--out", help="Sweep folder (default runs/<sweep name>)."),
 ) -> None:
     """Run every cell of a sweep that is not done yet; safe to re-run at any time."""
-    from rich.table import Table
-
     from dualobj import sweep as S
+    from dualobj.errors import ConfigError
+    from dualobj.sweep import launch as L
 
     spec_ = S.load_spec(spec)
     args = list(args or [])
     hydra_args = [a for a in args if a.startswith(("hydra/", "hydra."))]
-    extra = [a for a in args if a not in hydra_args]
     folder = out or Path("runs") / spec_.name
-    cells = S.plan(spec_, folder, extra)
+    cells = S.plan(spec_, folder, [a for a in args if a not in hydra_args])
     S.check_data(cells)
-    launcher_ov, threads = S.launcher_overrides(spec_, hydra_args)
-    table = Table(title=f"sweep {spec_.name}: {len(cells)} cells -> {folder}", show_lines=False)
-    for col in ("run id", "model", "params", "R", "α", "seed", "tokens", "unique", "epochs", "AR-epochs", "steps",
-                "FLOPs", "est. time", "state"):
-        table.add_column(col, justify="right")
+    launcher_ov, threads = L.launcher_overrides(spec_, hydra_args)
     good = [c for c in cells if c.cfg is not None and not c.error]
-    for c in good:
-        m = c.semantic
-        table.add_row(c.run_id, m["model"], _si(c.params), str(m["R"]), _alpha(m["alpha"]), str(m["seed"]),
-                      _si(m["tokens"]), _si(m["unique_tokens"]), f"{m['epochs']:g}", f"{m['ar_epochs']:.3g}",
-                      f"{c.steps:,}", f"{c.flops:.2e}", _hms(c.est_s), c.state)
     todo = [c for c in good if c.state != "done"]
-    table.add_section()
-    table.add_row("total", "", "", "", "", "", _si(sum(c.semantic["tokens"] for c in good)), "", "", "",
-                  f"{sum(c.steps for c in good):,}", f"{sum(c.flops for c in good):.2e}",
-                  _hms(sum(c.est_s for c in good)), f"{len(good) - len(todo)} done")
     out_console = _stdout()
-    out_console.print(table)
-    jobs = next((a.split("=")[1] for a in launcher_ov if a.startswith("hydra.launcher.n_jobs=")), None)
-    launcher_name = next((a.split("=")[1] for a in launcher_ov if a.startswith("hydra/launcher=")), "?")
-    out_console.print(f"launcher: {launcher_name}" + (f" ({jobs} jobs x {threads} threads)" if jobs else "")
-                      + f"; time estimate from {', '.join(sorted({c.throughput_source for c in good})) or '-'}"
-                      + (f"; wall time with {jobs} parallel jobs ~{_hms(sum(c.est_s for c in todo) / int(jobs))}" if jobs else ""))
+    out_console.print(_plan_table(spec_.name, folder, cells))
+    out_console.print(_launcher_line(launcher_ov, threads, good, todo))
     if dry_run:
         out_console.print(f"launcher config ({' '.join(launcher_ov)}):")
-        out_console.print(S.launcher_config(spec_, folder, hydra_args).rstrip(), highlight=False)
+        out_console.print(L.launcher_config(spec_, folder, hydra_args).rstrip(), highlight=False)
     bad = [c for c in cells if c.error]
+    for c in bad:
+        console.print(f"[bold red]invalid cell[/] {' '.join(c.overrides)}: {c.error}", highlight=False, soft_wrap=True)
     if bad:
-        for c in bad:
-            console.print(f"[bold red]invalid cell[/] {' '.join(c.overrides)}: {c.error}", highlight=False, soft_wrap=True)
-        raise S.ConfigError(f"{len(bad)} of {len(cells)} cells are invalid (listed above); fix the sweep file")
+        raise ConfigError(f"{len(bad)} of {len(cells)} cells are invalid (listed above); fix the sweep file")
     if dry_run:
         return
     S.write_manifest(spec_, folder, good)
@@ -271,25 +281,10 @@ def sweep(
         return
     console.print(f"running {len(todo)} cell(s) ...")
     try:
-        results = S.launch(todo, spec_, folder, hydra_args)
+        results = L.launch(todo, spec_, folder, hydra_args)
     except KeyboardInterrupt:
         results = None
-    from collections import Counter
-
-    from dualobj.status import sweep_rows
-
-    left = [r for r in sweep_rows(folder) if r["state"] != "done"]
-    if results is None:
-        console.print(f"[yellow]stopped[/]: {len(left)} cell(s) not done; finished work is kept, re-run to continue")
-        raise typer.Exit(130)
-    counts = Counter(r["outcome"] for r in results)
-    console.print("results: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-    for r in results:
-        if r["outcome"] not in ("done",):
-            console.print(f"  {r['run_id']}: {r['outcome']} {r.get('error') or ''}", highlight=False)
-    console.print(f"{len(good) - len(left)}/{len(good)} cells done" + (f"; re-run to continue ({len(left)} left)" if left else ""))
-    if left:
-        raise typer.Exit(1)
+    _sweep_outcome(results, folder, len(good))
 
 
 @app.command()
@@ -298,7 +293,7 @@ def status(folder: Path = typer.Argument(..., help="Sweep folder, e.g. runs/smok
     """Show every cell's state, progress, last loss, heartbeat and attempts; exit 0 only if all are done."""
     from rich.table import Table
 
-    from dualobj.status import sweep_rows
+    from dualobj.sweep.status import sweep_rows
 
     rows = sweep_rows(folder)
     table = Table(title=f"{folder}")
@@ -307,11 +302,11 @@ def status(folder: Path = typer.Argument(..., help="Sweep folder, e.g. runs/smok
     colour = {"done": "green", "running": "cyan", "failed": "red", "dead": "yellow", "damaged": "red"}
     for r in rows:
         st = r["state"]
-        table.add_row(r["run_id"], str(r["model"] or "-"), str(r["R"] or "-"), _alpha(r["alpha"]), str(r["seed"]),
+        table.add_row(r["run_id"], str(r["model"] or "-"), str(r["R"] or "-"), format_alpha(r["alpha"]), str(r["seed"]),
                       f"[{colour.get(st, 'white')}]{st}[/]", f"{r['step']}/{r['total_steps'] or '?'}",
                       f"{r['last_loss']:.4f}" if r["last_loss"] is not None else "-",
-                      _hms(r["heartbeat_age_s"]) + " ago" if r["heartbeat_age_s"] is not None else "-",
-                      str(r["attempts"]), _hms(r["est_s_left"]) if st != "done" else "")
+                      hms(r["heartbeat_age_s"]) + " ago" if r["heartbeat_age_s"] is not None else "-",
+                      str(r["attempts"]), hms(r["est_s_left"]) if st != "done" else "")
     c = _stdout()
     c.print(table)
     from collections import Counter
@@ -319,7 +314,7 @@ def status(folder: Path = typer.Argument(..., help="Sweep folder, e.g. runs/smok
     counts = Counter(r["state"] for r in rows)
     left = sum(r["flops_left"] for r in rows)
     c.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f"; compute left {left:.2e} FLOPs"
-            + f" (~{_hms(sum(r['est_s_left'] for r in rows))})")
+            + f" (~{hms(sum(r['est_s_left'] for r in rows))})")
     for r in rows:
         if r["error"] and r["state"] != "done":
             c.print(f"  {r['run_id']} ({r['state']}): {r['error']}", highlight=False)

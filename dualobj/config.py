@@ -152,23 +152,22 @@ def _check(ok: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
-def validate(cfg: Config) -> Config:
-    """Raise a one-line ConfigError naming the bad key and the fix; return cfg unchanged."""
-    m, d, o, t = cfg.model, cfg.data, cfg.objective, cfg.train
+def _validate_choices(cfg: Config) -> None:
     for key, allowed in CHOICES.items():
         group, name = key.split(".")
         value = getattr(getattr(cfg, group), name)
         _check(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}; pick one of them")
-    a = o.alpha
-    _check(
-        isinstance(a, (int, float)) and math.isfinite(a) and 0.0 <= a <= 1.0,
-        f"objective.alpha={a} is outside [0, 1]; set it to an AR weight in [0, 1] (1 = pure AR, 0 = pure diffusion)",
-    )
-    r = d.repetitions
-    _check(
-        float(r) == int(r) and r >= 1,
-        f"data.repetitions={r} must be a whole number >= 1 (R=1 means every token is unique)",
-    )
+
+
+def _validate_model(m: ModelConfig) -> None:
+    _check(m.d_model % m.n_heads == 0 and (m.d_model // m.n_heads) % 2 == 0,
+           f"model.d_model={m.d_model} must split into model.n_heads={m.n_heads} heads of even size (RoPE)")
+    _check(m.vocab_size >= 261, f"model.vocab_size={m.vocab_size} is too small for byte-level BPE; use at least 261")
+    _check(m.rope_theta > 0 and m.norm_eps > 0, "model.rope_theta and model.norm_eps must be > 0")
+
+
+def _validate_positive(cfg: Config) -> None:
+    m, d, t = cfg.model, cfg.data, cfg.train
     for key, value in [
         ("model.vocab_size", m.vocab_size), ("model.d_model", m.d_model), ("model.n_layers", m.n_layers),
         ("model.n_heads", m.n_heads), ("model.d_ff", m.d_ff), ("model.seq_len", m.seq_len),
@@ -177,16 +176,15 @@ def validate(cfg: Config) -> Config:
         ("train.keep_checkpoints", t.keep_checkpoints), ("data.val_sequences", d.val_sequences),
     ]:
         _check(isinstance(value, int) and value >= 1, f"{key}={value} must be a positive integer")
-    _check(m.d_model % m.n_heads == 0 and (m.d_model // m.n_heads) % 2 == 0,
-           f"model.d_model={m.d_model} must split into model.n_heads={m.n_heads} heads of even size (RoPE)")
-    _check(m.vocab_size >= 261, f"model.vocab_size={m.vocab_size} is too small for byte-level BPE; use at least 261")
-    _check(m.rope_theta > 0 and m.norm_eps > 0, "model.rope_theta and model.norm_eps must be > 0")
+
+
+def _validate_train(t: TrainConfig, seq_len: int) -> None:
     mb = t.micro_batch_size or t.batch_size
     _check(0 < mb <= t.batch_size and t.batch_size % mb == 0,
            f"train.micro_batch_size={t.micro_batch_size} must divide train.batch_size={t.batch_size}")
-    step_tokens = t.batch_size * m.seq_len
+    step_tokens = t.batch_size * seq_len
     _check(t.tokens >= step_tokens,
-           f"train.tokens={t.tokens} is below one optimizer step ({t.batch_size} x {m.seq_len} = "
+           f"train.tokens={t.tokens} is below one optimizer step ({t.batch_size} x {seq_len} = "
            f"{step_tokens} tokens); raise train.tokens or lower train.batch_size")
     _check(t.lr > 0 and math.isfinite(t.lr), f"train.lr={t.lr} must be a positive number")
     _check(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
@@ -197,22 +195,51 @@ def validate(cfg: Config) -> Config:
     for key, value in [("train.eval_every", t.eval_every), ("train.checkpoint_every", t.checkpoint_every),
                        ("train.threads", t.threads)]:
         _check(value >= 0, f"{key}={value} must be >= 0 (0 = automatic)")
+
+
+def _validate_objective(o: ObjectiveConfig) -> None:
+    a = o.alpha
+    _check(
+        isinstance(a, (int, float)) and math.isfinite(a) and 0.0 <= a <= 1.0,
+        f"objective.alpha={a} is outside [0, 1]; set it to an AR weight in [0, 1] (1 = pure AR, 0 = pure diffusion)",
+    )
     _check(0.0 <= o.alpha_start <= 1.0, f"objective.alpha_start={o.alpha_start} is outside [0, 1]")
     _check(o.alpha_step_epoch >= 0, f"objective.alpha_step_epoch={o.alpha_step_epoch} must be >= 0")
     _check(o.ar_epochs_cap > 0, f"objective.ar_epochs_cap={o.ar_epochs_cap} must be > 0")
     _check(o.ar_loss_scale > 0, f"objective.ar_loss_scale={o.ar_loss_scale} must be > 0")
     _check(o.z_loss >= 0, f"objective.z_loss={o.z_loss} must be >= 0")
     _check(0 < o.min_mask_frac < 1, f"objective.min_mask_frac={o.min_mask_frac} must be in (0, 1)")
+
+
+def _validate_data(d: DataConfig) -> None:
+    r = d.repetitions
+    _check(
+        float(r) == int(r) and r >= 1,
+        f"data.repetitions={r} must be a whole number >= 1 (R=1 means every token is unique)",
+    )
     _check(0 < d.val_fraction < 1, f"data.val_fraction={d.val_fraction} must be in (0, 1)")
     if d.source != "wiki":
         _check(bool(d.path), f"data.source={d.source} needs data.path=<file or folder>")
-    e = cfg.eval
+
+
+def _validate_eval(e: EvalConfig) -> None:
     bad_modes = [x for x in e.modes if x not in ("ar", "md", "prefix")]
     _check(not bad_modes and len(e.modes) > 0, f"eval.modes={e.modes}: use a list drawn from ar, md, prefix")
     _check(e.limit is None or e.limit >= 1, f"eval.limit={e.limit} must be >= 1 or null (all items)")
     for key, value in [("eval.md_samples", e.md_samples), ("eval.batch_size", e.batch_size),
                        ("eval.probe_items", e.probe_items), ("eval.val_windows", e.val_windows)]:
         _check(value >= 1, f"{key}={value} must be a positive integer")
+
+
+def validate(cfg: Config) -> Config:
+    """Raise a one-line ConfigError naming the bad key and the fix; return cfg unchanged."""
+    _validate_choices(cfg)
+    _validate_objective(cfg.objective)
+    _validate_data(cfg.data)
+    _validate_positive(cfg)
+    _validate_model(cfg.model)
+    _validate_train(cfg.train, cfg.model.seq_len)
+    _validate_eval(cfg.eval)
     return cfg
 
 
@@ -241,10 +268,10 @@ def compose(overrides: list[str] | None = None, config_name: str = "config") -> 
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return hydra_compose(config_name=config_name, overrides=list(overrides or []))
     except (HydraException, OmegaConfBaseException, ValueError) as e:
-        raise ConfigError(_explain_hydra_error(e, overrides or [])) from e
+        raise ConfigError(explain_hydra_error(e, overrides or [])) from e
 
 
-def _explain_hydra_error(e: Exception, overrides: list[str]) -> str:
+def explain_hydra_error(e: Exception, overrides: list[str]) -> str:
     import re
 
     chain, cur = [], e

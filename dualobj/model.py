@@ -242,9 +242,3 @@ def _flex_mask(t, causal, doc_ids, device, prefix_len=None):
 def document_ids(idx: torch.Tensor, bos_id: int) -> torch.Tensor:
     """Document index of each position: every packed document starts with <s>."""
     return torch.cumsum((idx == bos_id).to(torch.int32), dim=1)
-
-
-def flops_per_token(cfg: ModelConfig, n_params_non_embedding: int) -> float:
-    """Training FLOPs per token: 6 N (matmuls incl. the output head) + attention scores (PaLM convention)."""
-    head = cfg.d_model * cfg.vocab_size
-    return 6.0 * (n_params_non_embedding + head) + 12.0 * cfg.n_layers * cfg.seq_len * cfg.d_model

@@ -17,6 +17,7 @@ alpha over training (``ar_rows``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -147,59 +148,64 @@ class LossOut:
     z_loss_sum: torch.Tensor
 
 
-def dual_loss(
-    model,
-    window: torch.Tensor,
-    n_ar: int,
-    *,
-    bos_id: int,
-    mask_id: int,
-    special_ids: torch.Tensor,
-    generator: torch.Generator | None = None,
-    draws: Draws | None = None,
-    ar_loss_scale: float = 1.0,
-    z_loss: float = 0.0,
-    min_mask_frac: float = 1e-4,
-    denom_rows: int | None = None,
-    autocast=None,
-    token_losses=None,
-) -> LossOut:
-    """Loss for one (micro-)batch whose first ``n_ar`` rows are AR and the rest MD.
+class DualObjective:
+    """α·AR + (1−α)·MD over a batch: built once per run from its ``ObjectiveConfig`` and the tokenizer's ids.
 
-    ``denom_rows`` is the number of rows in the whole optimizer step, so micro-batches sum to the
-    loss of the full batch. ``draws`` (one per row of ``window``) fix the masks; without them they
-    are drawn from ``generator``. ``token_losses`` replaces ``ce_and_lse`` (e.g. by a compiled copy).
+    ``token_losses`` replaces ``ce_and_lse`` (e.g. by a compiled copy); the AR/MD split of each step
+    (``n_ar``) comes from the trainer, which owns the α schedule's running sum.
     """
-    b, lp1 = window.shape
-    length = lp1 - 1
-    x, y = window[:, :-1], window[:, 1:]
-    doc_ids = document_ids(x, bos_id)
-    weights = torch.zeros(b, length)
-    inputs = x
-    if n_ar < b:
-        m = mask_for_diffusion(window[n_ar:], mask_id, special_ids, generator, min_mask_frac,
-                               draws=draws[n_ar:] if draws is not None else None)
-        inputs = torch.cat([x[:n_ar], m.inputs], 0)
-        weights[n_ar:] = m.weights
-    weights[:n_ar] = ar_loss_scale
-    causal = torch.arange(b) < n_ar
-    dev = _device(model)
-    inputs, y, weights, causal, doc_ids = (v.to(dev) for v in (inputs, y, weights, causal, doc_ids))
-    with autocast or _null():
-        logits = model(inputs, causal, doc_ids)
-    ce, lse = (token_losses or ce_and_lse)(logits, y)
-    row_loss = (ce * weights).sum(1)  # [B]
-    row_z = (lse.pow(2) * weights).sum(1)
-    denom = (denom_rows or b) * length
-    loss = (row_loss.sum() + z_loss * row_z.sum()) / denom
-    return LossOut(
-        loss=loss,
-        ar_ce_sum=ce[:n_ar].sum().detach(),
-        ar_tokens=n_ar * length,
-        md_loss_sum=(row_loss[n_ar:] / length).sum().detach(),
-        md_rows=b - n_ar,
-        z_loss_sum=(row_z.detach() / length).sum(),
-    )
+
+    def __init__(self, cfg, *, bos_id: int, mask_id: int, special_ids: torch.Tensor, token_losses=None):
+        self.cfg = cfg
+        self.bos_id, self.mask_id, self.special_ids = bos_id, mask_id, special_ids
+        self.token_losses = token_losses or ce_and_lse
+
+    def inputs(self, window: torch.Tensor, n_ar: int, draws: Draws | None = None,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model inputs and per-target weights of ``window`` [B, L+1] whose first ``n_ar`` rows are AR."""
+        b, lp1 = window.shape
+        x = window[:, :-1]
+        weights = torch.zeros(b, lp1 - 1)
+        inputs = x
+        if n_ar < b:
+            m = mask_for_diffusion(window[n_ar:], self.mask_id, self.special_ids, generator, self.cfg.min_mask_frac,
+                                   draws=draws[n_ar:] if draws is not None else None)
+            inputs = torch.cat([x[:n_ar], m.inputs], 0)
+            weights[n_ar:] = m.weights
+        weights[:n_ar] = self.cfg.ar_loss_scale
+        return inputs, weights
+
+    def loss(self, model, window: torch.Tensor, n_ar: int, *, draws: Draws | None = None,
+             generator: torch.Generator | None = None, denom_rows: int | None = None, autocast=None) -> LossOut:
+        """Loss for one (micro-)batch whose first ``n_ar`` rows are AR and the rest MD.
+
+        ``denom_rows`` is the number of rows in the whole optimizer step, so micro-batches sum to the
+        loss of the full batch. ``draws`` (one per row of ``window``) fix the masks; without them they
+        are drawn from ``generator``.
+        """
+        b, lp1 = window.shape
+        length = lp1 - 1
+        x, y = window[:, :-1], window[:, 1:]
+        doc_ids = document_ids(x, self.bos_id)
+        inputs, weights = self.inputs(window, n_ar, draws, generator)
+        causal = torch.arange(b) < n_ar
+        dev = _device(model)
+        inputs, y, weights, causal, doc_ids = (v.to(dev) for v in (inputs, y, weights, causal, doc_ids))
+        with autocast or contextlib.nullcontext():
+            logits = model(inputs, causal, doc_ids)
+        ce, lse = self.token_losses(logits, y)
+        row_loss = (ce * weights).sum(1)  # [B]
+        row_z = (lse.pow(2) * weights).sum(1)
+        denom = (denom_rows or b) * length
+        loss = (row_loss.sum() + self.cfg.z_loss * row_z.sum()) / denom
+        return LossOut(
+            loss=loss,
+            ar_ce_sum=ce[:n_ar].sum().detach(),
+            ar_tokens=n_ar * length,
+            md_loss_sum=(row_loss[n_ar:] / length).sum().detach(),
+            md_rows=b - n_ar,
+            z_loss_sum=(row_z.detach() / length).sum(),
+        )
 
 
 def ce_and_lse(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,52 +239,3 @@ class _CrossEntropyLogZ(torch.autograd.Function):
 
 def _device(model) -> torch.device:
     return next(model.parameters()).device
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
-
-
-@torch.no_grad()
-def ar_nll(model, windows: torch.Tensor, bos_id: int, autocast=None) -> tuple[float, int]:
-    """Summed next-token NLL (nats) over all targets of ``windows`` [N, L+1], and the target count."""
-    windows = windows.to(_device(model))
-    x, y = windows[:, :-1], windows[:, 1:]
-    with autocast or _null():
-        logits = model(x, True, document_ids(x, bos_id))
-    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
-    return float(ce), y.numel()
-
-
-@torch.no_grad()
-def md_elbo(
-    model, windows: torch.Tensor, *, bos_id: int, mask_id: int, special_ids: torch.Tensor,
-    samples: int = 4, seed: int = 0, autocast=None, min_mask_frac: float = 1e-4,
-) -> tuple[float, float]:
-    """MD ELBO estimate in nats/token (an upper bound on the NLL) and its standard error.
-
-    ``samples`` noise levels per window, stratified over (0, 1) so the estimate is stable.
-    """
-    g = torch.Generator().manual_seed(seed)
-    n, lp1 = windows.shape
-    length = lp1 - 1
-    per_sample = []
-    for s in range(samples):
-        t = (s + torch.rand(n, generator=g)) / samples  # stratified t
-        m = mask_for_diffusion(windows, mask_id, special_ids, g, min_mask_frac, t=t)
-        dev = _device(model)
-        x = m.inputs.to(dev)
-        with autocast or _null():
-            logits = model(x, False, document_ids(x, bos_id))
-        ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1).to(dev),
-                             reduction="none").view(n, length)
-        per_sample.append(((ce * m.weights.to(dev)).sum(1) / length).cpu())  # [N] per-token ELBO per window
-    vals = torch.stack(per_sample, 1)  # [N, S]
-    per_window = vals.mean(1)
-    mean = float(per_window.mean())
-    se = float(per_window.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
-    return mean, se

@@ -10,19 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dualobj.analysis import (
+from dualobj.report import load_curves, load_runs, write_report
+from dualobj.report.analysis import (
     applicable,
-    check_line,
     find_targets,
-    fit_gp,
     overfit_summary,
-    paper_checks,
-    plot_gp_surface,
     plot_overfit_curves,
+    schedule_section,
     table2,
     table2_markdown,
 )
-from dualobj.report import load_curves, load_runs, write_report
+from dualobj.report.checks import check_line, paper_checks
+from dualobj.report.gp import fit_gp, plot_gp_surface
 
 PNG = b"\x89PNG\r\n\x1a\n"
 GRID_R = [1, 4, 16, 64]
@@ -312,10 +311,6 @@ def test_report_gp_guard_and_not_applicable(tmp_path):
 
 
 def test_schedule_section_compares_each_schedule_with_the_best_constant_alpha():
-    import pandas as pd
-
-    from dualobj.analysis import schedule_section
-
     rows = [
         {"model": "tiny", "state": "done", "repetitions": 16.0, "alpha": a, "val/ar_bpb": v, "val/md_bpb": v + 0.1}
         for a, v in ((0.0, 2.5), (0.25, 2.1), (1.0, 2.4))

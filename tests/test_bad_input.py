@@ -293,7 +293,8 @@ def test_disk_full_is_one_line(trained_run, cache_dir, tmp_path, monkeypatch):
     """In process: os.replace raises ENOSPC under tmp_path, as a full disk would."""
     from typer.testing import CliRunner
 
-    from dualobj import cli, rundir
+    from dualobj import cli
+    from dualobj.run import files as rundir
 
     real_replace = os.replace
 

@@ -11,7 +11,9 @@ import pytest
 
 from dualobj import config
 from dualobj.errors import ConfigError
-from dualobj.evaluate.run import benchmark_dir, evaluate
+from dualobj.evaluate import train_and_evaluate
+from dualobj.evaluate.benchmarks import resolve_benchmark_dir
+from dualobj.evaluate.evaluator import evaluate
 from dualobj.train import train
 
 RECIPE_KEYS = {"mode", "estimator", "samples", "seed", "limit", "prompt_format", "attention", "code_version",
@@ -29,7 +31,7 @@ def trained(tmp_path_factory, cache_dir):
 
 def test_eval_writes_task_files_with_full_recipes(trained):
     tasks = ["val", "probe_mc", "probe_cloze"]
-    have_bench = (benchmark_dir(config.EvalConfig()) or trained).joinpath("blimp").is_dir()
+    have_bench = resolve_benchmark_dir(config.EvalConfig().benchmark_dir).joinpath("blimp").is_dir()
     if have_bench:
         tasks += ["blimp", "piqa", "lambada"]
     res = evaluate(trained, [f"eval.tasks=[{','.join(tasks)}]", "eval.limit=12", "eval.probe_items=12",
@@ -65,7 +67,7 @@ def test_eval_refuses_overrides_that_would_change_the_model(trained):
 
 def test_evaluation_runs_at_the_end_of_training(tmp_path, micro):
     out = tmp_path / "r"
-    summary = train(config.load([*micro, "train.tokens=2048", f"out={out}", "eval.at_end=true",
+    summary = train_and_evaluate(config.load([*micro, "train.tokens=2048", f"out={out}", "eval.at_end=true",
                                  "eval.tasks=[val,probe_cloze]", "eval.limit=8", "eval.probe_items=8",
                                  "eval.md_samples=2", "eval.val_windows=4"]))
     assert "eval/probe_cloze/ar" in summary and "eval/avg/md" in summary

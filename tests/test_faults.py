@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dualobj.status import sweep_rows
+from dualobj.sweep.status import sweep_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 STEP_TOKENS = 8 * 32

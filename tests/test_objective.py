@@ -8,10 +8,21 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dualobj.objective import ar_nll, ar_rows, dual_loss, mask_for_diffusion, md_elbo
+from dualobj.config import ObjectiveConfig
+from dualobj.metrics import ar_nll, md_elbo
+from dualobj.objective import DualObjective, ar_rows, mask_for_diffusion
 
 MASK, BOS = 4, 1
 SPECIAL = torch.tensor([0, 1, 2, 3, 4])
+
+
+def dual_loss(model, w, n_ar, *, generator=None, denom_rows=None, **objective):
+    """The dual objective's loss with ObjectiveConfig fields given as keywords (z-loss off unless given)."""
+    cfg = ObjectiveConfig(**{"z_loss": 0.0, **objective})
+    obj = DualObjective(cfg, bos_id=BOS, mask_id=MASK, special_ids=SPECIAL)
+    return obj.loss(model, w, n_ar, generator=generator, denom_rows=denom_rows)
+
+
 PAPER_ALPHAS = [0, 1 / 256, 1 / 64, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 15 / 16, 63 / 64, 255 / 256, 1]
 
 
@@ -99,7 +110,7 @@ class Oracle(nn.Module):
 @pytest.mark.parametrize("n_ar", [0, 3, 8])
 def test_mntp_alignment_output_i_predicts_token_i_plus_1(n_ar):
     w = windows(8, 32)
-    kw = dict(bos_id=BOS, mask_id=MASK, special_ids=SPECIAL, generator=torch.Generator().manual_seed(0))
+    kw = dict(generator=torch.Generator().manual_seed(0))
     good = dual_loss(Oracle(w), w, n_ar, **kw).loss.item()
     shifted = torch.cat([w[:, :1], w[:, :-1]], 1)  # an oracle off by one position
     bad = dual_loss(Oracle(shifted), w, n_ar, **kw).loss.item()
@@ -122,8 +133,7 @@ def test_ar_loss_is_plain_cross_entropy_times_scale():
     model = Fixed(torch.randn(500))
     w = windows(6, 16)
     exact = -torch.log_softmax(model.logits, -1)[w[:, 1:]].mean()
-    out = dual_loss(model, w, 6, bos_id=BOS, mask_id=MASK, special_ids=SPECIAL,
-                    generator=torch.Generator(), ar_loss_scale=2.0)
+    out = dual_loss(model, w, 6, generator=torch.Generator(), ar_loss_scale=2.0)
     torch.testing.assert_close(out.loss, 2 * exact)
     nll, n = ar_nll(model, w, BOS)
     assert n == 6 * 16 and abs(nll / n - exact.item()) < 1e-5
@@ -146,7 +156,7 @@ def test_z_loss_and_micro_batches_sum_to_the_full_batch():
     torch.manual_seed(0)
     model = Fixed(torch.randn(500))
     w = windows(8, 16)
-    kw = dict(bos_id=BOS, mask_id=MASK, special_ids=SPECIAL, z_loss=1e-2)
+    kw = dict(z_loss=1e-2)
     full = dual_loss(model, w, 8, generator=torch.Generator(), **kw).loss
     halves = sum(dual_loss(model, w[i:i + 4], 4, generator=torch.Generator(), denom_rows=8, **kw).loss
                  for i in (0, 4))

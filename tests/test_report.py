@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from dualobj.errors import RunDirError
+from dualobj.fmt import format_alpha
 from dualobj.report import (
     cells_frame,
     find_run_dirs,
-    format_alpha,
     load_curves,
     load_runs,
     pivot,
@@ -105,8 +105,9 @@ def sweep(tmp_path) -> Path:
 def test_load_runs_rows_states_and_columns(sweep):
     df = load_runs(sweep)
     assert len(df) == 15
-    assert status_counts(df) == {"done": 11, "failed": 1, "running": 1, "pending": 1, "damaged": 1}
-    assert status_line(df) == "15 runs: 11 done, 1 failed, 1 running, 1 pending, 1 damaged"
+    # the "running" run holds no lock: no live process trains it, so it is dead (dualobj.run.run_info)
+    assert status_counts(df) == {"done": 11, "failed": 1, "running": 0, "pending": 1, "dead": 1, "damaged": 1}
+    assert status_line(df) == "15 runs: 11 done, 1 failed, 0 running, 1 pending, 1 dead, 1 damaged"
     assert list(df.columns[:8]) == ["run_id", "path", "state", "model", "alpha", "repetitions", "seed", "tokens"]
     assert {"val/ar_nll", "val/md_elbo", "eval/avg/ar", "tokens_seen", "epochs"} <= set(df.columns)
     assert "flag" not in df and "precision" not in df  # only numeric summary keys
@@ -117,8 +118,11 @@ def test_load_runs_rows_states_and_columns(sweep):
     assert math.isnan(failed["val/ar_nll"]) and "nan" in failed["error"]
     damaged = df[df["state"] == "damaged"].iloc[0]
     assert (damaged["repetitions"], damaged["alpha"]) == (16, 0.25)
-    assert math.isnan(damaged["val/ar_nll"]) and "summary.json is damaged" in damaged["note"]
+    assert math.isnan(damaged["val/ar_nll"]) and damaged["note"] == "summary.json is not valid JSON"
     assert df.loc[df["run_id"] == "pending", "state"].item() == "pending"
+    dead = df[df["run_id"] == "running"].iloc[0]
+    assert dead["state"] == "dead" and "no live process" in dead["note"]
+    assert (dead["repetitions"], dead["alpha"], dead["seed"]) == (1, 0.5, 1)  # from config.yaml
 
 
 def test_single_run_dir_and_empty_folder(sweep, tmp_path):
@@ -222,7 +226,7 @@ def test_write_report(sweep, tmp_path):
     assert "tiny_eval_avg_md.md" not in names  # eval/avg/md is in no summary
     assert all(_is_png(Path(f)) for f in files if str(f).endswith(".png"))
     text = files.markdown
-    assert "15 runs: 11 done, 1 failed, 1 running, 1 pending, 1 damaged" in text
+    assert "15 runs: 11 done, 1 failed, 0 running, 1 pending, 1 dead, 1 damaged" in text
     assert "## tiny — val/ar_nll (lower is better)" in text and "eval/avg/ar (higher is better)" in text
     assert "**3.1000 ± 0.0707**" in text and "RuntimeError: loss is nan" in text
     assert (out / "report.md").read_text() == text
@@ -245,7 +249,8 @@ def test_two_models_damaged_status_and_tiny_alphas(tmp_path):
     d = make_run(root, "d", R=2, alpha=0.5, state="running", model="tiny", metrics="")
     (d / "status.json").write_text("{not json")
     df = load_runs(root)
-    assert df.set_index("run_id").loc["d", "state"] == "unknown"
+    d_row = df.set_index("run_id").loc["d"]
+    assert d_row["state"] == "damaged" and "status.json is damaged" in d_row["note"]
     with pytest.raises(Exception, match="several model sizes"):
         pivot(df, "val/ar_nll")
     p = pivot(df, "val/ar_nll", model="small")
@@ -253,7 +258,17 @@ def test_two_models_damaged_status_and_tiny_alphas(tmp_path):
     assert "| R \\ α | 0 | 1/256 | best α | best | Δ vs MD |" in to_markdown(p)
     files = write_report(root, formats=["md"], out_dir=tmp_path / "out", plots=False)
     assert {"small_val_ar_nll.md", "tiny_val_ar_nll.md"} <= {Path(f).name for f in files}
-    assert "1 unknown" in files.markdown
+    assert "1 damaged" in files.markdown and "unknown" not in files.markdown
+
+
+def test_a_run_whose_lock_is_held_is_running(tmp_path):
+    from dualobj.run import RunDir
+
+    d = make_run(tmp_path / "s", "live", R=2, alpha=0.5, state="running")
+    with RunDir(d).lock():
+        row = load_runs(d).iloc[0]
+        assert row["state"] == "running" and row["note"] is None
+    assert load_runs(d)["state"].item() == "dead"
 
 
 def test_format_alpha_uses_the_papers_fractions():

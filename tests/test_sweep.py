@@ -14,8 +14,9 @@ import pytest
 from dualobj import config
 from dualobj import sweep as S
 from dualobj.errors import ConfigError
-from dualobj.rundir import RunDir, RunDirLocked, write_json
-from dualobj.status import sweep_rows
+from dualobj.run import RunDir, RunDirLocked, run_state, write_json
+from dualobj.sweep import launch as L
+from dualobj.sweep.status import sweep_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,7 +111,7 @@ def test_paper_grid_plans_with_the_papers_numbers(tmp_path):
     assert all(c.steps == 8192 and c.params == 468_700_160 for c in cells)
     total = sum(c.flops for c in cells)
     assert 5e21 < total < 6.5e21  # 54 x ~1.07e20 (6 N D incl. head + attention)
-    launcher = S.launcher_config(spec, tmp_path, [])
+    launcher = L.launcher_config(spec, tmp_path, [])
     assert "SlurmLauncher" in launcher and "timeout_min: 1440" in launcher
 
 
@@ -128,14 +129,14 @@ def test_cell_states_from_run_directories(tmp_path):
     _status(failed, state="failed", error="boom")
     _status(damaged, state="done")
     damaged.summary_path.write_text("{not json")
-    assert S.cell_state(RunDir(tmp_path / "none")) == "pending"
+    assert run_state(tmp_path / "none") == "pending"
     with running.lock():
         assert running.is_locked()
-        assert S.cell_state(running) == "running"
+        assert run_state(running.path) == "running"
         with pytest.raises(RunDirLocked):
             running.lock().__enter__()  # a second holder is refused while the first lives
-    assert S.cell_state(running) == "dead"  # its holder is gone: a re-run resumes it
-    assert [S.cell_state(r) for r in (done, dead, failed, damaged)] == ["done", "dead", "failed", "damaged"]
+    assert run_state(running.path) == "dead"  # its holder is gone: a re-run resumes it
+    assert [run_state(r.path) for r in (done, dead, failed, damaged)] == ["done", "dead", "failed", "damaged"]
     rows = {r["run_id"]: r for r in sweep_rows(tmp_path)}
     assert rows["z"]["state"] == "damaged" and rows["f"]["error"] == "boom"
 
@@ -146,10 +147,10 @@ def test_a_failed_cell_is_retried_up_to_the_limit(tmp_path, micro):
 
     node = OmegaConf.structured(cfg)
     _status(RunDir(tmp_path / "r"), state="failed", attempts=2, error="earlier crash")
-    out = S.run_cell(node, max_attempts=2)
+    out = L.run_cell(node, max_attempts=2)
     assert out["outcome"] == "gave up" and "failed 2 times" in out["error"]
     _status(RunDir(tmp_path / "r"), state="failed", attempts=1, error="earlier crash")
-    assert S.run_cell(node, max_attempts=2)["outcome"] == "done"
+    assert L.run_cell(node, max_attempts=2)["outcome"] == "done"
     assert json.loads((tmp_path / "r" / "status.json").read_text())["attempts"] == 2
 
 
@@ -207,16 +208,31 @@ def test_killed_sweep_finishes_on_rerun_without_training_a_cell_twice(tmp_path, 
     proc = subprocess.Popen([sys.executable, "-m", "dualobj.cli", "sweep", *args], start_new_session=True,
                             env={**os.environ, "DUALOBJ_STEP_DELAY": "0.05"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while len(list(out.glob("*/checkpoints/step_0000008"))) < 2:
+    # Kill while some cell is half-way (a checkpoint at step 8 of 20, no summary yet). The whole process
+    # group is frozen (SIGSTOP) before the check that decides, so no cell can finish in between.
+    def half_way():
+        return [c.parent.parent.name for c in out.glob("*/checkpoints/step_0000008")
+                if not (c.parent.parent / "summary.json").exists()]
+
+    deadline = time.time() + 600
+    while True:
         assert proc.poll() is None and time.time() < deadline, "sweep ended before it could be killed"
-        time.sleep(0.05)
+        if half_way():
+            os.killpg(proc.pid, signal.SIGSTOP)
+            if midway := half_way():
+                break
+            os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # the parent and its joblib workers, no clean-up
     proc.wait()
+    # The workers die a moment after the parent: wait until none holds a run's lock any more.
+    while any(RunDir(d).is_locked() for d in out.iterdir() if d.is_dir()):
+        assert time.time() < deadline, "killed workers still hold their runs"
+        time.sleep(0.02)
     before = {r["run_id"]: r for r in sweep_rows(out)}
     finished = {k for k, r in before.items() if r["state"] == "done"}
     stamps = {k: (out / k / "status.json").read_text() for k in finished}
-    assert any(r["state"] == "dead" for r in before.values())
+    assert all(before[k]["state"] == "dead" for k in midway), {k: before[k]["state"] for k in midway}
 
     res = sweep_cli(*args)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -267,14 +283,15 @@ def requeue(signum, frame):  # stands in for submitit's checkpoint-and-requeue h
     calls.append(sorted(p.name for p in Path({str(out)!r}, "checkpoints").glob("step_*")))
 signal.signal(signal.SIGUSR2, requeue)
 from omegaconf import OmegaConf
-from dualobj import config, sweep
+from dualobj import config
+from dualobj.sweep import launch
 cfg = config.load({args!r})
 def fire():
     while not Path({str(out)!r}, "metrics.jsonl").exists():
         time.sleep(0.02)
     os.kill(os.getpid(), signal.SIGUSR2)
 threading.Thread(target=fire, daemon=True).start()
-res = sweep.run_cell(OmegaConf.structured(cfg))
+res = launch.run_cell(OmegaConf.structured(cfg))
 print(json.dumps({{"res": res, "calls": calls}}))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -12,18 +12,9 @@ import pytest
 from dualobj.config import DataConfig
 from dualobj.errors import DataError
 from dualobj.evaluate.probes import build_probe, validation_documents
-from dualobj.evaluate.tasks import (
-    TASKS,
-    ChoiceTask,
-    ClozeTask,
-    Item,
-    PairsTask,
-    PartialTask,
-    Request,
-    Score,
-    chance_normalise,
-    get_task,
-)
+from dualobj.evaluate.registry import TASKS, get_task
+from dualobj.evaluate.tasks import ChoiceTask, ClozeTask, PairsTask, PartialTask, chance_normalise
+from dualobj.evaluate.types import Item, Request, Score
 
 BENCH = Path(os.environ.get("DUALOBJ_BENCHMARKS") or Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks")
 needs_bench = pytest.mark.skipif(

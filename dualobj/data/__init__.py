@@ -1,7 +1,7 @@
 """Data pipeline: corpus -> fixed order -> train/val split -> BPE -> cached tokens -> repeated stream."""
 
 from dualobj.data.corpus import SOURCES, corpus_fingerprint, order_documents, read_documents, split_documents
-from dualobj.data.repetition import RepeatedStream, unique_tokens_for, val_windows
+from dualobj.data.repetition import RepeatedStream, val_windows
 from dualobj.data.tokenizer import (
     BOS,
     MASK,
@@ -19,5 +19,5 @@ __all__ = [
     "BOS", "MASK", "N_SPECIAL", "SOURCES", "SPECIAL_TOKENS", "RepeatedStream", "TokenizedCorpus",
     "TokenizerInfo", "corpus_fingerprint", "load_tokenizer", "order_documents", "prepare_corpus",
     "read_documents", "special_ids", "split_documents", "tokenizer_info", "train_bpe",
-    "unique_tokens_for", "val_windows",
+    "val_windows",
 ]

@@ -11,11 +11,6 @@ import numpy as np
 from dualobj.errors import DataError
 
 
-def unique_tokens_for(budget: int, repetitions: float) -> int:
-    """D / R: the unique tokens that, seen R times, make the token budget D."""
-    return int(budget // repetitions)
-
-
 def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng([k % 2**64 for k in key])  # SeedSequence needs non-negative ints
 

@@ -22,6 +22,7 @@ from dualobj.config import DataConfig
 from dualobj.data.corpus import corpus_fingerprint, order_documents, read_documents, split_documents
 from dualobj.data.tokenizer import load_tokenizer, tokenizer_info, train_bpe
 from dualobj.errors import DataError
+from dualobj.run.files import sha256_file
 
 FORMAT_VERSION = 1
 ARRAYS = ("train", "train_starts", "val", "val_starts")
@@ -43,19 +44,11 @@ class TokenizedCorpus:
     cache_path: str = ""
 
 
-def _file_hash(path: str) -> str:
-    h = hashlib.sha256()
-    with open(Path(path).expanduser(), "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cache_key(data: DataConfig, vocab_size: int) -> tuple[str, dict]:
     """(short key, the inputs it hashes): corpus content, split/order settings and tokenizer spec."""
     if data.tokenizer:
         load_tokenizer(data.tokenizer, vocab_size)  # fail early on a bad file, before any hashing
-        tok_spec = {"file_sha256": _file_hash(data.tokenizer)}
+        tok_spec = {"file_sha256": sha256_file(Path(data.tokenizer).expanduser())}
     else:
         tok_spec = {"bpe_vocab_size": vocab_size}
     inputs = {

@@ -1,1 +1,36 @@
-"""Zero-shot evaluation: benchmark tasks, built-in probes, likelihood scoring and orchestration."""
+"""Zero-shot evaluation: benchmark tasks, built-in probes, likelihood scoring and orchestration.
+
+Modules, lowest first (each imports only those above it): ``types`` (Request, Item, Score) ->
+``scoring`` (the Scorer), ``tasks`` (task kinds and their scoring), ``benchmarks`` (the benchmark folder and
+its files) -> ``probes`` (tasks built from the corpus) -> ``registry`` (task names -> tasks) ->
+``evaluator`` (``dualobj eval``: Evaluator, evaluate) and ``generate`` (``dualobj generate``).
+
+This package imports nothing heavy itself: ``train_and_evaluate`` loads training and evaluation on use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dualobj.config import Config
+
+__all__ = ["train_and_evaluate"]
+
+
+def train_and_evaluate(cfg: Config, out: str | Path | None = None, console=None, max_attempts: int = 0) -> dict:
+    """Train `cfg` into `out`, then (when ``eval.at_end``) evaluate the trained model before the run is done.
+
+    Tasks whose benchmark files are missing are skipped; the headline scores are merged into summary.json.
+    """
+    from dualobj.train import train
+
+    def evaluate_at_end(trainer) -> dict:
+        from dualobj.evaluate.evaluator import Evaluator
+
+        ev = Evaluator(trainer.rd.path, cfg.eval, cfg, model=trainer.model, corpus=trainer.corpus,
+                       step=trainer.total_steps)
+        return ev.run(skip_missing=True, say=trainer.say)["headline"]
+
+    return train(cfg, out, console, max_attempts, after=evaluate_at_end if cfg.eval.at_end else None)

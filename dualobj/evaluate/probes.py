@@ -36,13 +36,15 @@ The same data config, n_items and seed always give the same items.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from dualobj.data.corpus import corpus_fingerprint, order_documents, read_documents, split_documents
 from dualobj.errors import ConfigError, DataError
-from dualobj.evaluate.tasks import PROBE_TASKS, ChoiceTask, ClozeTask, Item, Request, Task
+from dualobj.evaluate.tasks import ChoiceTask, ClozeTask, Task
+from dualobj.evaluate.types import Item, Request
 
 MC_MIN_WORDS = 40  # probe_mc: shortest eligible document
 MC_MIN_CONTEXT = 15  # probe_mc: fewest context words
@@ -197,19 +199,22 @@ class ProbeCloze(ClozeTask):
               'sentence ending at word >= 20; word = that word without trailing punctuation')
 
 
+# The probes by name: how to build their items, and the task class that scores them.
+PROBES: dict[str, tuple[Callable[[list[str], _TrainText, int, np.random.Generator], list[Item]], type[Task]]] = {
+    "probe_mc": (_build_mc, ProbeMC),
+    "probe_cloze": (_build_cloze, ProbeCloze),
+}
+
+
 def build_probe(name: str, data: Any, n_items: int, seed: int) -> Task:
     """Build ``probe_mc`` or ``probe_cloze`` (see the module docstring) from `data` (a DataConfig)."""
-    if name not in PROBE_TASKS:
-        raise DataError(f"unknown probe {name!r}; known probes: {', '.join(PROBE_TASKS)}")
+    if name not in PROBES:
+        raise DataError(f"unknown probe {name!r}; known probes: {', '.join(PROBES)}")
     if isinstance(n_items, bool) or not isinstance(n_items, int) or n_items < 1:
         raise ConfigError(f"probe n_items={n_items!r} must be a positive integer")
     train, val = validation_documents(data)
-    guard = _TrainText(train)
-    rng = np.random.default_rng(seed)
-    if name == "probe_mc":
-        items, cls = _build_mc(val, guard, n_items, rng), ProbeMC
-    else:
-        items, cls = _build_cloze(val, guard, n_items, rng), ProbeCloze
+    build, cls = PROBES[name]
+    items = build(val, _TrainText(train), n_items, np.random.default_rng(seed))
     if not items:
         raise DataError(f"{name}: no validation document of data.source={data.source} is long enough for a probe "
                         f"item ({len(val)} val documents); raise data.val_fraction or use a larger corpus")

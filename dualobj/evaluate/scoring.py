@@ -21,22 +21,15 @@ so no row sees padding or another row.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from dualobj.evaluate.types import Score
+
 MODES = ("ar", "md", "prefix")
-ESTIMATORS = ("mc", "pll")
-
-
-@dataclass
-class Score:
-    logprob: float  # summed log-likelihood of the continuation tokens (nats); MD: its ELBO estimate
-    n_tokens: int
-    greedy: bool  # every continuation token is the model's argmax
-    se: float = 0.0  # standard error of an MC estimate (0 for exact modes and PLL)
 
 
 class Scorer:
@@ -84,7 +77,7 @@ class Scorer:
             x[i, : len(r)] = torch.tensor(r)
         doc = (torch.arange(t)[None, :] >= lengths[:, None]).long()
         plen = torch.tensor(prefix) if prefix is not None else None
-        with torch.no_grad(), (self.autocast or _null()):
+        with torch.no_grad(), (self.autocast or contextlib.nullcontext()):
             logits = self.model(x.to(self.device), causal, doc.to(self.device),
                                 plen.to(self.device) if plen is not None else None)
         return [F.log_softmax(logits[b, a:e].detach().float(), dim=-1).cpu() for b, (a, e) in enumerate(spans)]
@@ -191,11 +184,3 @@ class Scorer:
             total[i] += float(lp[k, enc[i][1][k]])
         greedy = self._greedy_md(enc)
         return [Score(total[i], len(enc[i][1]), greedy[i]) for i in range(len(enc))]
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False

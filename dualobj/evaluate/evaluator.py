@@ -8,8 +8,6 @@ downstream tasks and probes run), which is what ``dualobj report`` tabulates.
 
 from __future__ import annotations
 
-import math
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -19,17 +17,14 @@ import torch
 from dualobj import __version__
 from dualobj import config as C
 from dualobj.errors import DataError, RunDirError
-from dualobj.rundir import RunDir, read_json, sha256_file, write_json
+from dualobj.run import RunDir, read_json, sha256_file, write_json
+from dualobj.runtime import pick_device, use_bf16
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def benchmark_dir(e: C.EvalConfig) -> Path | None:
-    """eval.benchmark_dir, else $DUALOBJ_BENCHMARKS, else ../shared/data/benchmarks beside the repo."""
-    for cand in (e.benchmark_dir, os.environ.get("DUALOBJ_BENCHMARKS"), REPO.parent / "shared" / "data" / "benchmarks"):
-        if cand:
-            return Path(cand).expanduser()
-    return None
+# eval/val.json's names for the keys of dualobj.metrics.validation_metrics, per mode
+VAL_KEYS = {"ar": {"nll": "ar_nll", "ppl": "ar_ppl", "bpb": "ar_bpb"},
+            "md": {"elbo": "md_elbo", "elbo_se": "md_elbo_se", "bpb": "md_bpb", "bpb_se": "md_bpb_se"}}
 
 
 def code_version() -> str:
@@ -64,7 +59,6 @@ class Evaluator:
                  model=None, corpus=None, step: int | None = None):
         from dualobj.data.tokens import prepare_corpus
         from dualobj.model import Transformer
-        from dualobj.train import pick_device, use_bf16
 
         self.rd = RunDir(run_dir)
         self.cfg = cfg or load_run_config(self.rd.path)
@@ -91,14 +85,9 @@ class Evaluator:
 
     # ----------------------------------------------------------------- tasks
     def _task(self, name: str):
-        from dualobj.evaluate import probes, tasks
+        from dualobj.evaluate.registry import get_task
 
-        if name.startswith("probe_"):
-            return probes.build_probe(name, self.cfg.data, self.e.probe_items, self.e.seed)
-        folder = benchmark_dir(self.e)
-        if folder is None:
-            raise DataError(f"task {name} needs the benchmark files; set eval.benchmark_dir=... or DUALOBJ_BENCHMARKS=...")
-        return tasks.get_task(name, folder)
+        return get_task(name, self.e.benchmark_dir, data=self.cfg.data, n_items=self.e.probe_items, seed=self.e.seed)
 
     def recipe(self, mode: str) -> dict:
         md = mode == "md"
@@ -140,28 +129,19 @@ class Evaluator:
     def run_val(self) -> dict:
         """Validation NLL / ELBO over the fixed validation split, in nats per token and bits per byte."""
         from dualobj.data.repetition import val_windows
-        from dualobj.objective import ar_nll, md_elbo
+        from dualobj.metrics import validation_metrics
 
         c = self.corpus
         win = torch.from_numpy(val_windows(c.val, self.cfg.model.seq_len, self.e.val_windows))
-        bpt, results = c.bytes_per_token_val, {}
-        special = torch.tensor(c.special_ids, dtype=torch.long)
+        results = {}
         for mode in self.e.modes:
-            t0 = time.perf_counter()
-            if mode == "ar":
-                tot, n = 0.0, 0
-                for chunk in win.split(self.e.batch_size):
-                    s, k = ar_nll(self.model, chunk, c.bos_id, self.autocast)
-                    tot, n = tot + s, n + k
-                nll = tot / n
-                res = {"nll": nll, "ppl": math.exp(min(nll, 50)), "bpb": nll / math.log(2) / bpt}
-            elif mode == "md":
-                elbo, se = md_elbo(self.model, win, bos_id=c.bos_id, mask_id=c.mask_id, special_ids=special,
-                                   samples=self.e.md_samples, seed=self.e.seed, autocast=self.autocast)
-                res = {"elbo": elbo, "elbo_se": se, "bpb": elbo / math.log(2) / bpt,
-                       "bpb_se": se / math.log(2) / bpt}
-            else:
+            if mode not in VAL_KEYS:
                 continue  # prefix-LM needs a context/continuation split; val windows have none
+            t0 = time.perf_counter()
+            got = validation_metrics(self.model, win, c, modes=(mode,), batch_size=self.e.batch_size,
+                                     md_samples=self.e.md_samples, seed=self.e.seed,
+                                     min_mask_frac=self.cfg.objective.min_mask_frac, autocast=self.autocast)
+            res = {name: got[key] for name, key in VAL_KEYS[mode].items()}
             res["windows"] = len(win)
             res["items_per_s"] = len(win) / max(time.perf_counter() - t0, 1e-9)
             res["recipe"] = {**self.recipe(mode), "unit": "nats per token (bpb: bits per UTF-8 byte)"}

@@ -1,4 +1,4 @@
-"""Data parallelism through torch.distributed: the process group, and the few collectives a run needs.
+"""Where a run executes: the device, the precision (bf16 autocast or fp32) and data parallelism.
 
 A run is distributed when torchrun (or SLURM through submitit) sets WORLD_SIZE > 1. Rank 0 owns the
 run directory; every rank reads its own rows of each global batch.
@@ -6,11 +6,33 @@ run directory; every rank reads its own rows of each global batch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether ``train.precision`` (auto | bf16 | fp32) means bf16 autocast on ``device``."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:  # CPUs with AVX512-BF16 / AMX run bf16 matmuls several times faster than fp32
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast(bf16: bool, device: torch.device):
+    """A fresh bf16 autocast context for ``device``, or a no-op one (use it in a ``with``)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 class Dist:

@@ -1,7 +1,7 @@
 """The run directory: every file a run leaves, written atomically (write to a temp file, then rename).
 
     config.yaml      resolved config (with run_id)
-    status.json      state (pending|running|done|failed), step, heartbeat, attempts, error
+    status.json      state (running|interrupted|failed|done), step, heartbeat, attempts, error
     metrics.jsonl    one JSON line per log / validation step
     summary.json     final metrics and accounting
     checkpoints/step_XXXXXXX/{model.safetensors, state.pt, meta.json}
@@ -13,9 +13,7 @@ Checkpoints carry sha256 checksums in meta.json and load only through safe loade
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -23,60 +21,16 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from dualobj.errors import RunDirError
 from dualobj.faults import maybe_die
+from dualobj.run.files import atomic_write, jsonable, read_json, sha256_file, write_json
 
 FORMAT_VERSION = 1
-_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno in _DISK_FULL:
-            raise RunDirError(f"disk full while writing {path}; free space and re-run (finished work is kept)") from e
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
-
-
-def _jsonable(x):
-    if hasattr(x, "item"):
-        return x.item()
-    return str(x)
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunDirError(f"{path} is damaged ({e.__class__.__name__}); delete it to let the run redo that part") from e
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class RunDirLocked(RunDirError):
@@ -112,7 +66,7 @@ class RunDir:
         lock = self.path / ".lock"
         if not lock.exists():
             return False
-        with open(lock, "a+") as f:
+        with open(lock) as f:  # read-only is enough for flock, and works on a read-only copy
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -150,6 +104,20 @@ class RunDir:
         except OSError as e:
             raise RunDirError(f"cannot write to run directory {self.path} ({e.strerror}); choose another out=DIR") from e
 
+    def check_identity(self, run_id: str) -> None:
+        """Refuse to mix two different runs in one directory (config.yaml names the run it holds)."""
+        if not self.config_path.exists():
+            return
+        try:
+            saved = yaml.safe_load(self.config_path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise RunDirError(f"{self.config_path} is damaged ({e.__class__.__name__}); delete the run directory "
+                              f"or choose another out=") from e
+        other = saved.get("run_id") if isinstance(saved, dict) else None
+        if other is not None and str(other) != run_id:  # an all-digit id reads back as a number
+            raise RunDirError(f"{self.path} holds run {other}, but this config is run {run_id}; "
+                              f"choose another out=DIR or delete that directory")
+
     # ----------------------------------------------------------------- status
     def status(self) -> dict:
         if not self.status_path.exists():
@@ -181,15 +149,15 @@ class RunDir:
         if digest and sha256_file(self.summary_path) != digest:
             return "summary.json does not match its checksum"
         try:
-            json.loads(self.summary_path.read_text())
+            obj = json.loads(self.summary_path.read_text())
         except (ValueError, UnicodeDecodeError):
             return "summary.json is not valid JSON"
-        return None
+        return None if isinstance(obj, dict) else "summary.json is not a JSON object"
 
     # ----------------------------------------------------------------- metrics
     def append_metrics(self, row: dict) -> None:
         with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(row, default=_jsonable) + "\n")
+            f.write(json.dumps(row, default=jsonable) + "\n")
             f.flush()
 
     def truncate_metrics(self, after_step: int) -> None:

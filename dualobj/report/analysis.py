@@ -1,0 +1,248 @@
+"""The paper's tables over the runs: its targets (:func:`find_targets`), Table 2 (:func:`table2`: the best
+mix 0<α<1 per R against pure AR and pure MD), over-fitting at the highest R (:func:`overfit_summary`,
+:func:`plot_overfit_curves`) and α schedules against the best constant α (:func:`schedule_section`).
+
+    from dualobj.report import load_runs, load_curves, table2, fit_gp, paper_checks
+    runs = load_runs("runs/mini")
+    t = table2(runs, "val/ar_bpb")          # per R: best mix α, its value, pure AR / MD, gains, beats both
+    gp = fit_gp(runs, "val/ar_bpb")         # GP surface, R², best α per R, P(α optimal | R)
+    checks = paper_checks(runs)             # F1–F4 as dicts: name, claim, holds (True/False/None), numbers
+
+Targets (as the paper, one AR-mode and one MD-mode target; see :func:`find_targets`):
+``ar`` = val/ar_bpb (else val/ar_nll), ``md`` = val/md_bpb (else val/md_elbo), and where the runs have
+them ``eval_ar`` = eval/avg/ar and ``eval_md`` = eval/avg/md (downstream scores, higher is better).
+"Gain" is always signed so that positive means the best mix is better than the reference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dualobj.fmt import format_alpha
+from dualobj.report.load import select_model
+from dualobj.report.plots import new_figure, plot_title, save_figure
+from dualobj.report.tables import default_lower_is_better, done_values, format_number, pivot, r_level
+
+# (target name, candidate metrics in order of preference, inference mode)
+TARGET_CANDIDATES: list[tuple[str, tuple[str, ...], str]] = [
+    ("ar", ("val/ar_bpb", "val/ar_nll"), "ar"),
+    ("md", ("val/md_bpb", "val/md_elbo"), "md"),
+    ("eval_ar", ("eval/avg/ar",), "ar"),
+    ("eval_md", ("eval/avg/md",), "md"),
+]
+TABLE2_COLUMNS = ["best α", "best", "AR (α=1)", "MD (α=0)", "gain vs AR", "gain vs MD", "beats both"]
+
+
+# ----------------------------------------------------------------------------- targets
+def has_metric(df: pd.DataFrame, metric: str, model: str | None = None) -> bool:
+    """Whether some done run of ``model`` has a finite value of ``metric``."""
+    sub, _ = select_model(df, model)
+    return len(done_values(sub, metric)) > 0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One analysis target: ``name`` (ar, md, eval_ar, eval_md), the metric, its direction, the mode."""
+
+    name: str
+    metric: str
+    lower_is_better: bool
+    mode: str  # "ar" or "md": which inference mode the target measures
+
+    @property
+    def label(self) -> str:
+        kind = "downstream" if self.name.startswith("eval") else "validation"
+        return f"{self.mode.upper()}-mode {kind} target ({self.metric}, {'lower' if self.lower_is_better else 'higher'} is better)"
+
+
+def find_targets(df: pd.DataFrame, model: str | None = None) -> list[Target]:
+    """The targets the runs of ``model`` have values for, in the order ar, md, eval_ar, eval_md.
+
+    For each, the first metric of its candidates with a finite value among the done runs is used:
+    ar: val/ar_bpb, val/ar_nll; md: val/md_bpb, val/md_elbo; eval_ar: eval/avg/ar; eval_md: eval/avg/md.
+    """
+    found = []
+    for name, candidates, mode in TARGET_CANDIDATES:
+        metric = next((m for m in candidates if has_metric(df, m, model)), None)
+        if metric is not None:
+            found.append(Target(name, metric, default_lower_is_better(metric), mode))
+    return found
+
+
+def applicable(df: pd.DataFrame, model: str | None = None) -> bool:
+    """The paper analysis needs done runs at ≥ 2 R levels that include α = 0 and α = 1."""
+    sub, _ = select_model(df, model)
+    if sub.empty:
+        return False
+    done = sub[sub["state"] == "done"]
+    reps = pd.to_numeric(done["repetitions"], errors="coerce").dropna()
+    alphas = set(pd.to_numeric(done["alpha"], errors="coerce").dropna().astype(float))
+    return reps.nunique() >= 2 and 0.0 in alphas and 1.0 in alphas
+
+
+# ----------------------------------------------------------------------------- Table 2
+def table2(df: pd.DataFrame, metric: str, model: str | None = None,
+           lower_is_better: bool | None = None) -> pd.DataFrame:
+    """The paper's Table 2 for ``metric``: one row per R (index ``R``).
+
+    Columns: ``best α`` (the best mix, 0 < α < 1, by the mean over seeds of done runs), ``best`` (its
+    mean), ``AR (α=1)`` and ``MD (α=0)`` (the pure objectives' means), ``gain vs AR`` and ``gain vs MD``
+    (signed so that positive = the mix is better: reference − best for a loss, best − reference for a
+    score), ``beats both`` (nullable boolean: both gains > 0; ``<NA>`` when a gain is NaN, e.g. α=0 was
+    not run or failed at that R). ``attrs`` holds metric, model and lower_is_better.
+    """
+    p = pivot(df, metric, model, lower_is_better)
+    lower = p.lower_is_better
+    sign = -1.0 if lower else 1.0
+    mixes = [a for a in p.alphas if 0.0 < a < 1.0]
+    rows = []
+    for r in p.mean.index:
+        row = p.mean.loc[r]
+        m = row[mixes].dropna() if mixes else pd.Series(dtype=float)
+        best_a, best = (np.nan, np.nan)
+        if len(m):
+            best_a = float(m.idxmin() if lower else m.idxmax())
+            best = float(m[best_a])
+        ar = float(row[1.0]) if 1.0 in row.index else np.nan
+        md = float(row[0.0]) if 0.0 in row.index else np.nan
+        g_ar, g_md = sign * (best - ar), sign * (best - md)
+        beats = pd.NA if (math.isnan(g_ar) or math.isnan(g_md)) else bool(g_ar > 0 and g_md > 0)
+        rows.append([best_a, best, ar, md, g_ar, g_md, beats])
+    out = pd.DataFrame(rows, index=pd.Index(list(p.mean.index), name="R"), columns=TABLE2_COLUMNS)
+    for c in TABLE2_COLUMNS[:-1]:
+        out[c] = out[c].astype(float)
+    out["beats both"] = out["beats both"].astype("boolean")
+    out.attrs.update(metric=metric, model=p.model, lower_is_better=lower)
+    return out
+
+
+def table2_markdown(df: pd.DataFrame, metric: str | None = None, model: str | None = None,
+                    lower_is_better: bool | None = None, digits: int = 4) -> str:
+    """Markdown of :func:`table2`. Pass a runs frame and ``metric``, or a :func:`table2` result alone."""
+    t = df if metric is None else table2(df, metric, model, lower_is_better)
+    head = ["R", "best mix α", "best mix", "AR (α=1)", "MD (α=0)", "gain vs AR", "gain vs MD", "beats both"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" for _ in head) + "|"]
+    for r, row in t.iterrows():
+        a = "—" if pd.isna(row["best α"]) else format_alpha(row["best α"])
+        beats = "—" if pd.isna(row["beats both"]) else ("yes" if row["beats both"] else "no")
+        cells = [str(r), a, format_number(row["best"], digits) or "—", format_number(row["AR (α=1)"], digits) or "—",
+                 format_number(row["MD (α=0)"], digits) or "—", format_number(row["gain vs AR"], digits, signed=True) or "—",
+                 format_number(row["gain vs MD"], digits, signed=True) or "—", beats]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- over-fitting
+def overfit_summary(curves: pd.DataFrame, metric: str = "val/ar_nll", model: str | None = None,
+                    repetitions: float | None = None) -> pd.DataFrame:
+    """Per run at the highest R (or ``repetitions``): α, seed, the minimum of ``metric`` over training,
+    its final value and the rise after the minimum (final − min for a loss; min − final for a score)."""
+    cols = ["run_id", "alpha", "seed", "min", "final", "rise"]
+    sub, _ = select_model(curves, model)
+    if metric not in sub or sub.empty:
+        return pd.DataFrame(columns=cols)
+    sub = sub[pd.to_numeric(sub[metric], errors="coerce").notna() & sub["repetitions"].notna()]
+    if sub.empty:
+        return pd.DataFrame(columns=cols)
+    r = float(sub["repetitions"].max()) if repetitions is None else float(repetitions)
+    lower = default_lower_is_better(metric)
+    rows = []
+    for run_id, run in sub[sub["repetitions"] == r].groupby("run_id", sort=False):
+        v = pd.to_numeric(run.sort_values("step")[metric], errors="coerce").dropna()
+        best, final = (v.min() if lower else v.max()), float(v.iloc[-1])
+        rows.append({"run_id": run_id, "alpha": float(run["alpha"].iloc[0]), "seed": run["seed"].iloc[0],
+                     "min": float(best), "final": final, "rise": (final - best) if lower else (best - final)})
+    out = pd.DataFrame(rows, columns=cols)
+    out.attrs.update(repetitions=r_level(r), metric=metric)
+    return out
+
+
+def plot_overfit_curves(curves_df: pd.DataFrame, path: str | Path, metric: str = "val/ar_nll",
+                        model: str | None = None, best_alpha: float | None = None) -> Path:
+    """Validation ``metric`` vs tokens seen (epochs, then steps, when tokens are not logged) at the highest
+    R for pure AR (α=1), the best mix (``best_alpha``, default: the mix 0<α<1 with the best final value
+    averaged over seeds) and pure MD (α=0) for reference; a dot marks each curve's best point, so AR's
+    over-fitting shows as the rise after it. Returns ``path``."""
+    fig = new_figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    summ = overfit_summary(curves_df, metric, model)
+    sub, model = select_model(curves_df, model)
+    if summ.empty:
+        ax.text(0.5, 0.5, f"no validation curves for {metric}", transform=ax.transAxes, ha="center", va="center")
+        ax.set_axis_off()
+        return save_figure(fig, path)
+    r = summ.attrs["repetitions"]
+    lower = default_lower_is_better(metric)
+    sub = sub[(sub["repetitions"] == float(r)) & pd.to_numeric(sub[metric], errors="coerce").notna()]
+    mixes = summ[(summ["alpha"] > 0) & (summ["alpha"] < 1)]
+    if best_alpha is None and len(mixes):
+        finals = mixes.groupby("alpha")["final"].mean()
+        best_alpha = float(finals.idxmin() if lower else finals.idxmax())
+    xcol = next((c for c in ("tokens_seen", "epochs", "step")
+                 if c in sub and pd.to_numeric(sub[c], errors="coerce").notna().all()), "step")
+    styles = [(1.0, "tab:red", "-", "pure AR (α=1)")]
+    if best_alpha is not None:
+        styles.append((float(best_alpha), "tab:green", "-", f"best mix (α={format_alpha(best_alpha)})"))
+    styles.append((0.0, "tab:blue", "--", "pure MD (α=0)"))
+    drawn = 0
+    for a, color, ls, label in styles:
+        runs = sub[np.isclose(sub["alpha"].astype(float), a)]
+        for k, (_, run) in enumerate(runs.groupby("run_id", sort=False)):
+            run = run.sort_values("step")
+            x = pd.to_numeric(run[xcol], errors="coerce").to_numpy(float)
+            y = pd.to_numeric(run[metric], errors="coerce").to_numpy(float)
+            ax.plot(x, y, ls, marker=".", ms=3, lw=1.4, color=color, label=label if k == 0 else None)
+            j = int(np.nanargmin(y) if lower else np.nanargmax(y))
+            ax.plot([x[j]], [y[j]], "o", ms=6, color=color, markeredgecolor="black")
+            drawn += 1
+    if not drawn:
+        ax.text(0.5, 0.5, "no pure-AR or mix curves at this R", transform=ax.transAxes, ha="center", va="center")
+    ax.set_xlabel({"tokens_seen": "tokens seen", "epochs": "epochs", "step": "step"}[xcol])
+    ax.set_ylabel(metric)
+    ax.set_title(f"{plot_title(metric, model)} at R={r}: over-fitting of pure AR vs the best mix", fontsize=9)
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------- α schedules
+def schedule_section(runs: pd.DataFrame) -> list[str]:
+    """Markdown comparing α-schedule variants ("tiny+cosine(1->0)") with the best constant α of their base
+    model at the same R, for the AR- and MD-mode validation targets (mean over seeds of done runs)."""
+    done = runs[runs["state"] == "done"] if "state" in runs else runs
+    variants = sorted({m for m in done["model"] if isinstance(m, str) and "+" in m})
+    if not variants:
+        return []
+    lines = ["## α schedules vs the best constant α", ""]
+    for metric in ("val/ar_bpb", "val/md_bpb"):
+        if metric not in done:
+            continue
+        rows = []
+        base_models = sorted({v.split("+", 1)[0] for v in variants})
+        for base in base_models:
+            vs = [v for v in variants if v.startswith(base + "+")]
+            rs = sorted({r for r in done[done["model"].isin(vs)]["repetitions"].dropna()})
+            consts = done[(done["model"] == base) & done["repetitions"].isin(rs)]
+            best = {}
+            for r in rs:
+                means = consts[consts["repetitions"] == r].groupby("alpha")[metric].mean().dropna()
+                if len(means):
+                    best[r] = (means.idxmin(), means.min())
+            rows.append([f"{base}, best constant α"] + [
+                f"{best[r][1]:.4f} (α={best[r][0]:g})" if r in best else "—" for r in rs])
+            for v in vs:
+                cell = done[done["model"] == v].groupby("repetitions")[metric].mean()
+                rows.append([v] + [
+                    (f"{cell[r]:.4f}" + (f" ({cell[r] - best[r][1]:+.4f})" if r in best else "")) if r in cell else "—"
+                    for r in rs])
+        header = ["run"] + [f"R={r:g}" for r in rs]
+        lines += [f"{metric} (lower is better; in brackets: difference to the best constant α)", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                  *["| " + " | ".join(r) + " |" for r in rows], ""]
+    return lines

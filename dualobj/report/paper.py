@@ -1,0 +1,104 @@
+"""The report's "Paper analysis" section for one model size: Table 2 per target, the GP surface per target,
+the checks F1–F4 and over-fitting at the highest R, with their figures (:func:`paper_section`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dualobj.fmt import format_alpha
+from dualobj.report.analysis import (
+    Target,
+    applicable,
+    find_targets,
+    overfit_summary,
+    plot_overfit_curves,
+    table2,
+    table2_markdown,
+)
+from dualobj.report.checks import check_line, paper_checks
+from dualobj.report.gp import fit_gp, plot_gp_surface
+from dualobj.report.load import select_model
+from dualobj.report.tables import format_number
+
+
+def paper_section(runs: pd.DataFrame, curves: pd.DataFrame | None, out_dir: str | Path | None,
+                  model: str | None = None, plots: bool = True, prefix: str = "",
+                  n_samples: int = 2000) -> tuple[list[str], list[Path]]:
+    """The "Paper analysis" markdown lines for one model and the figures written to ``out_dir``
+    (``{prefix}gp_<target>.png`` per target, ``{prefix}overfit_curves.png``; none when ``plots`` is False
+    or ``out_dir`` is None). Returns ([] , []) when :func:`applicable` is False. A GP that cannot be fitted
+    (fewer than 4 done runs, or an error) becomes a one-line note."""
+    sub, model = select_model(runs, model)
+    if not applicable(sub, model):
+        return [], []
+    out = Path(out_dir) if out_dir is not None and plots else None
+    targets = find_targets(sub, model)
+    text = [f"## Paper analysis{' — ' + model if model else ''}", "",
+            "Table 2 per target: the best mix 0<α<1 per R against pure AR (α=1) and pure MD (α=0); "
+            "gains are positive when the mix is better.", ""]
+    for t in targets:
+        text += [f"### Table 2 — {t.label}", "", table2_markdown(sub, t.metric, model, t.lower_is_better), ""]
+    files: list[Path] = []
+    for t in targets:
+        lines, figs = _gp_part(sub, t, model, n_samples, out, prefix)
+        text += lines
+        files += figs
+    text += ["### Checks of the paper's findings", "", *[check_line(c) for c in paper_checks(sub, model)], ""]
+    if curves is not None and len(curves):
+        lines, figs = _overfit_part(sub, curves, targets, model, out, prefix)
+        text += lines
+        files += figs
+    return text, files
+
+
+def _gp_part(runs: pd.DataFrame, t: Target, model: str | None, n_samples: int, out: Path | None,
+             prefix: str) -> tuple[list[str], list[Path]]:
+    """The GP surface of target ``t``: summary, table, optimiser notes and (when ``out``) its figure."""
+    text = [f"### GP surface — {t.label}", ""]
+    try:
+        gp = fit_gp(runs, t.metric, model, t.lower_is_better, n_samples=n_samples)
+    except Exception as e:  # noqa: BLE001 - a failed fit is reported, never fatal to the report
+        return text + [f"GP fit skipped for {t.metric}: {type(e).__name__}: {e}", ""], []
+    text += [gp.markdown(), ""]
+    if gp.notes:
+        text += ["Optimiser notes: " + "; ".join(gp.notes), ""]
+    if out is None:
+        return text, []
+    f = plot_gp_surface(gp, out / f"{prefix}gp_{t.name}.png")
+    return text + [f"![GP surface, {t.metric}]({f.name})", ""], [f]
+
+
+def _overfit_metric(curves: pd.DataFrame, ar_target: Target | None) -> str | None:
+    """The AR-mode metric logged during training: the ar target's, else val/ar_bpb, else val/ar_nll."""
+    candidates = ((ar_target.metric,) if ar_target else ()) + ("val/ar_bpb", "val/ar_nll")
+    return next((m for m in candidates
+                 if m in curves and pd.to_numeric(curves[m], errors="coerce").notna().any()), None)
+
+
+def _overfit_part(runs: pd.DataFrame, curves: pd.DataFrame, targets: list[Target], model: str | None,
+                  out: Path | None, prefix: str) -> tuple[list[str], list[Path]]:
+    """Over-fitting at the highest R: per run best, final and rise; the curves figure when ``out``."""
+    csub, _ = select_model(curves, model)
+    ar_t = next((t for t in targets if t.name == "ar"), None)
+    metric = _overfit_metric(csub, ar_t)
+    if metric is None:
+        return [], []
+    text: list[str] = []
+    summ = overfit_summary(csub, metric, model)
+    if len(summ):
+        lines = [f"- α={format_alpha(row['alpha'])} (seed {row['seed']}): best {format_number(row['min'])}, "
+                 f"final {format_number(row['final'])}, rise after the best {format_number(row['rise'], 4, True)}"
+                 for _, row in summ.sort_values(["alpha", "seed"], ascending=[False, True]).iterrows()]
+        text += [f"### Over-fitting at R={summ.attrs['repetitions']} ({metric} during training)", "", *lines, ""]
+    if out is None:
+        return text, []
+    best = None
+    if ar_t is not None and ar_t.metric == metric:
+        tab = table2(runs, metric, model)
+        r_hi = summ.attrs.get("repetitions") if len(summ) else None
+        if r_hi in tab.index and not pd.isna(tab.loc[r_hi, "best α"]):
+            best = float(tab.loc[r_hi, "best α"])
+    f = plot_overfit_curves(csub, out / f"{prefix}overfit_curves.png", metric, model, best_alpha=best)
+    return text + [f"![validation curves]({f.name})", ""], [f]

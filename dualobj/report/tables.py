@@ -1,0 +1,236 @@
+"""Tables over the (R, α) grid: :func:`pivot` (mean/std/n over seeds, best α per row, Δ vs pure AR and
+pure MD) and its exports :func:`to_markdown`, :func:`to_latex`, :func:`to_csv`, :func:`cells_frame`.
+
+Also the number formatting every report table and figure uses (:func:`format_number`; α itself is
+written by :func:`dualobj.fmt.format_alpha`), and the done runs' values of a metric (:func:`done_values`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dualobj.fmt import format_alpha
+from dualobj.report.load import select_model
+
+BEST_COLUMNS = ["best α", "best", "Δ vs AR", "Δ vs MD"]
+_LOWER_HINTS = ("nll", "elbo", "loss", "bpb", "ppl")
+
+
+# ----------------------------------------------------------------------------- numbers
+def default_lower_is_better(metric: str) -> bool:
+    """True for losses (names containing nll, elbo, loss, bpb, ppl); False for scores (accuracies, ...)."""
+    return any(h in metric.lower() for h in _LOWER_HINTS)
+
+
+def r_level(r) -> float | int:
+    """R as tables index it: an int when integral (1, 4, 16), else a float."""
+    r = float(r)
+    return int(r) if r.is_integer() else r
+
+
+def format_number(v, digits: int = 4, signed: bool = False) -> str:
+    """A table value with ``digits`` decimals (``signed``: always with + or −); very large or small values
+    in ``g`` notation; "" for None and NaN."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    v = float(v)
+    if v != 0 and (abs(v) >= 1e5 or abs(v) < 10 ** -digits):
+        return f"{v:+.{digits}g}" if signed else f"{v:.{digits}g}"
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def done_values(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Done runs with a finite ``metric``, R > 0 and α: columns R, alpha, value (one row per run/seed)."""
+    if metric not in df or df.empty:
+        return pd.DataFrame(columns=["R", "alpha", "value"], dtype=float)
+    done = df[df["state"] == "done"]
+    v = pd.to_numeric(done[metric], errors="coerce").astype(float).replace([np.inf, -np.inf], np.nan)
+    out = pd.DataFrame({"R": pd.to_numeric(done["repetitions"], errors="coerce").astype(float),
+                        "alpha": pd.to_numeric(done["alpha"], errors="coerce").astype(float), "value": v})
+    out = out.dropna()
+    return out[out["R"] > 0].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- pivot tables
+@dataclass
+class Pivot:
+    """One metric over the (R, α) grid of one model size.
+
+    ``mean``, ``std`` (sample std over seeds; NaN for one seed) and ``n`` (done runs with a value) are
+    R × α frames (index ``R``, columns α ascending). ``best`` has the columns ``best α``, ``best``,
+    ``Δ vs AR`` (best − α=1 value) and ``Δ vs MD`` (best − α=0 value); the Δ columns exist only when
+    the grid has α=1 / α=0. ``table`` is mean and best side by side.
+    """
+
+    metric: str
+    model: str | None
+    lower_is_better: bool
+    mean: pd.DataFrame
+    std: pd.DataFrame
+    n: pd.DataFrame
+    best: pd.DataFrame
+    states: dict  # (R, α) -> sorted states of the runs in that cell that are not done
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return pd.concat([self.mean, self.best], axis=1)
+
+    @property
+    def alphas(self) -> list[float]:
+        return list(self.mean.columns)
+
+    @property
+    def several_seeds(self) -> bool:
+        return bool((self.n > 1).to_numpy().any())
+
+    def is_best(self, r, a) -> bool:
+        """Whether α=``a`` is the best value of row R=``r``."""
+        b = self.best.loc[r, "best α"]
+        return not pd.isna(b) and float(b) == float(a)
+
+
+def _int_if_integral(values: Iterable[float]) -> list:
+    values = list(values)
+    if all(float(v).is_integer() for v in values):
+        return [int(v) for v in values]
+    return values
+
+
+def pivot(df: pd.DataFrame, metric: str, model: str | None = None,
+          lower_is_better: bool | None = None) -> Pivot:
+    """Mean/std/n of ``metric`` over seeds of done runs per (R, α) cell, and the best α per row.
+
+    Rows and columns span every R and α that any run of ``model`` has (failed, running, missing or
+    damaged cells are NaN). ``model`` may be omitted when the runs hold a single model size.
+    ``lower_is_better`` defaults to :func:`default_lower_is_better`.
+    """
+    if lower_is_better is None:
+        lower_is_better = default_lower_is_better(metric)
+    sub, model = select_model(df, model)
+    sub = sub[sub["repetitions"].notna() & sub["alpha"].notna()]
+    grid_r = _int_if_integral(sorted(sub["repetitions"].unique()))
+    grid_a = sorted(float(a) for a in sub["alpha"].unique())
+
+    done = sub[sub["state"] == "done"]
+    values = (pd.to_numeric(done[metric], errors="coerce") if metric in done
+              else pd.Series(np.nan, index=done.index, dtype=float))
+    values = values.astype(float).replace([np.inf, -np.inf], np.nan)
+    cells = pd.DataFrame({"R": done["repetitions"], "α": done["alpha"], "v": values}).dropna()
+    mean = pd.DataFrame(np.nan, index=pd.Index(grid_r, name="R"), columns=pd.Index(grid_a, name="α"))
+    std, n = mean.copy(), mean.copy().fillna(0).astype(int)
+    for (r, a), v in cells.groupby(["R", "α"])["v"]:
+        mean.loc[r_level(r), float(a)] = v.mean()
+        std.loc[r_level(r), float(a)] = v.std(ddof=1) if len(v) > 1 else np.nan
+        n.loc[r_level(r), float(a)] = len(v)
+    return Pivot(metric, model, lower_is_better, mean, std, n, _best_columns(mean, lower_is_better),
+                 _cell_states(sub))
+
+
+def _cell_states(sub: pd.DataFrame) -> dict:
+    """(R, α) -> sorted states of the cell's runs that are not done."""
+    states: dict = {}
+    for _, row in sub[sub["state"] != "done"].iterrows():
+        states.setdefault((r_level(row["repetitions"]), float(row["alpha"])), set()).add(str(row["state"]))
+    return {k: sorted(v) for k, v in states.items()}
+
+
+def _best_columns(mean: pd.DataFrame, lower_is_better: bool) -> pd.DataFrame:
+    best = pd.DataFrame(index=mean.index, columns=["best α", "best"], dtype=float)
+    for r, row in mean.iterrows():
+        row = row.dropna()
+        if row.empty:
+            continue
+        a = row.idxmin() if lower_is_better else row.idxmax()
+        best.loc[r, "best α"], best.loc[r, "best"] = a, row[a]
+    if 1.0 in mean.columns:
+        best["Δ vs AR"] = best["best"] - mean[1.0]
+    if 0.0 in mean.columns:
+        best["Δ vs MD"] = best["best"] - mean[0.0]
+    return best
+
+
+# ----------------------------------------------------------------------------- exports
+def _cells(p: Pivot, digits: int, bold, pm: str, missing: str) -> list[list[str]]:
+    """Row-major cell strings (α cells, then best α, best, Δ columns) with the best cell wrapped by ``bold``."""
+    rows = []
+    for r in p.mean.index:
+        cells = []
+        for a in p.mean.columns:
+            m = p.mean.loc[r, a]
+            if pd.isna(m):
+                st = p.states.get((r, float(a)))
+                cells.append(", ".join(st) if st else missing)
+                continue
+            text = format_number(m, digits)
+            if p.n.loc[r, a] > 1:
+                text += f"{pm}{format_number(p.std.loc[r, a], digits)}"
+            cells.append(bold(text) if p.is_best(r, a) else text)
+        b = p.best.loc[r, "best α"]
+        cells.append(missing if pd.isna(b) else format_alpha(b))
+        cells.append(format_number(p.best.loc[r, "best"], digits) or missing)
+        for col in ("Δ vs AR", "Δ vs MD"):
+            if col in p.best:
+                cells.append(format_number(p.best.loc[r, col], digits, signed=True) or missing)
+        rows.append(cells)
+    return rows
+
+
+def _headers(p: Pivot) -> list[str]:
+    return [format_alpha(a) for a in p.mean.columns] + [c for c in BEST_COLUMNS if c in p.best.columns]
+
+
+def to_markdown(table: Pivot, digits: int = 4) -> str:
+    """A Markdown table: R rows, α columns (mean ± std when several seeds), best cell in bold."""
+    head = ["R \\ α"] + _headers(table)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" for _ in head) + "|"]
+    for r, cells in zip(table.mean.index, _cells(table, digits, lambda s: f"**{s}**", " ± ", "—"), strict=True):
+        lines.append("| " + " | ".join([str(r), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def _latex_escape(s: str) -> str:
+    return re.sub(r"([&%$#_{}])", r"\\\1", s)
+
+
+def to_latex(table: Pivot, digits: int = 4) -> str:
+    """A LaTeX ``tabular`` (booktabs rules) with the best cell per row in ``\\textbf{}``."""
+    alphas = [f"${format_alpha(a)}$" for a in table.mean.columns]
+    extra = [{"best α": r"best $\alpha$", "best": "best", "Δ vs AR": r"$\Delta$ vs AR",
+              "Δ vs MD": r"$\Delta$ vs MD"}[c] for c in _headers(table)[len(alphas):]]
+    spec = "r" + "c" * len(alphas) + "r" * len(extra)
+    caption = (f"% {_latex_escape(table.metric)} ({'lower' if table.lower_is_better else 'higher'} is better)"
+               f"{'' if table.model is None else ', model ' + _latex_escape(str(table.model))}")
+    lines = [caption, f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join([r"$R \backslash \alpha$", *alphas, *extra]) + r" \\", r"\midrule"]
+    for r, cells in zip(table.mean.index, _cells(table, digits, lambda s: f"\\textbf{{{s}}}", r" $\pm$ ", "--"),
+                        strict=True):
+        cells = [c if c.startswith("\\textbf") or "$" in c else _latex_escape(c) for c in cells]
+        lines.append(" & ".join([str(r), *cells]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Pivot, path: str | Path) -> Path:
+    """Write the mean table (one row per R; one column per α, named by its float value; then best α,
+    best and the Δ columns) as CSV; std and n are in :func:`cells_frame`. Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = table.table.copy()
+    t.columns = [repr(float(c)) if not isinstance(c, str) else c for c in t.columns]
+    t.to_csv(path, index_label="R")
+    return path
+
+
+def cells_frame(table: Pivot) -> pd.DataFrame:
+    """Long form of a pivot: one row per (R, α) with mean, std, n and whether it is the row's best."""
+    rows = [{"R": r, "alpha": a, "mean": table.mean.loc[r, a], "std": table.std.loc[r, a],
+             "n": int(table.n.loc[r, a]), "best": table.is_best(r, a)}
+            for r in table.mean.index for a in table.mean.columns]
+    return pd.DataFrame(rows, columns=["R", "alpha", "mean", "std", "n", "best"])

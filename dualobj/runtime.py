@@ -64,6 +64,12 @@ class Dist:
             dist.init_process_group(backend, timeout=timedelta(minutes=30))
             self.started = True
 
+    def barrier(self) -> None:
+        """Wait for every rank (no-op on one process): ranks leave a finished run together, so none tears
+        the process group down while another still talks to it."""
+        if self.enabled and dist.is_initialized():
+            dist.barrier()
+
     def stop(self) -> None:
         if self.started and dist.is_initialized():
             dist.destroy_process_group()

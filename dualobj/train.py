@@ -231,7 +231,9 @@ class Trainer:
                         ok, err = False, e
                 if not self.dist.agree(ok, torch.device("cpu") if not torch.cuda.is_available() else self.dist.device()):
                     raise err or RunDirError(f"rank 0 could not take {self.rd.path}; see its message")
-                return self._run_locked()
+                result = self._run_locked()
+            self.dist.barrier()  # after rank 0 has written the summary and released the lock
+            return result
         finally:
             self.dist.stop()
 

@@ -104,7 +104,7 @@ def train(overrides: list[str] = OVERRIDES) -> None:
         f"{summary['tokens_per_s']:,.0f} tok/s"
     )
     if any(k.startswith("eval/avg/") for k in summary):
-        _stdout().print(_table_of({k: v for k, v in summary.items() if k.startswith("eval/")}))
+        _stdout().print(_table_of({k: v for k, v in summary.items() if k.startswith(("eval/", "eval_se/", "eval_n/"))}))
     typer.echo(f"run directory: {Path(out).resolve()}")
 
 
@@ -133,29 +133,43 @@ def show_config(overrides: list[str] = OVERRIDES) -> None:
 @friendly
 def eval_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory written by dualobj train"),
-    overrides: list[str] = typer.Argument(None, help="eval.* overrides, e.g. eval.tasks=[blimp,piqa] eval.limit=200"),
+    overrides: list[str] = typer.Argument(None, help="eval.* overrides, e.g. 'eval.tasks=[blimp,piqa]' eval.limit=200"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace stored scores made with another recipe."),
 ) -> None:
     """Score a trained run zero-shot in AR, masked-diffusion and prefix-LM modes (writes eval/<task>.json)."""
     from dualobj.evaluate.evaluator import evaluate
 
-    res = evaluate(run_dir, overrides, say=lambda m: console.print(m, highlight=False))
-    rows = res["headline"]
-    table = _table_of(rows)
-    _stdout().print(table)
+    res = evaluate(run_dir, overrides, say=lambda m: console.print(m, highlight=False), overwrite=overwrite)
+    _stdout().print(_table_of(res["headline"]))
     console.print(f"wrote {len(res['tasks'])} task file(s) to {run_dir / 'eval'} and merged scores into summary.json")
 
 
 def _table_of(headline: dict):
+    """Scores per task and mode with their standard errors and item counts; * = within 2 SE of chance."""
     from rich.table import Table
 
-    modes = sorted({k.rsplit("/", 1)[1] for k in headline if not k.startswith("eval/val/")})
-    tasks = sorted({k.split("/")[1] for k in headline if not k.startswith("eval/val/")}, key=lambda t: (t == "avg", t))
-    table = Table(title="chance-normalised scores (0 = chance, 100 = perfect)")
+    keys = [k for k in headline if k.startswith("eval/") and not k.startswith(("eval/val/", "eval/task_set"))]
+    modes = sorted({k.rsplit("/", 1)[1] for k in keys})
+    tasks = sorted({k.split("/")[1] for k in keys}, key=lambda t: (t == "avg", t))
+    title = "chance-normalised scores ± standard error (0 = chance, 100 = perfect; * = within 2 SE of chance)"
+    if "eval/task_set" in headline:
+        title += f"; avg = task set {headline['eval/task_set']}"
+    table = Table(title=title)
     table.add_column("task")
+    table.add_column("n", justify="right")
     for m in modes:
         table.add_column(m, justify="right")
+
+    def cell(t: str, m: str) -> str:
+        v, se = headline.get(f"eval/{t}/{m}"), headline.get(f"eval_se/{t}/{m}")
+        if v is None:
+            return "-"
+        if se is None:
+            return f"{v:.1f}"
+        return f"{v:.1f} ± {se:.1f}" + ("*" if abs(v) <= 2 * se else "")
+
     for t in tasks:
-        table.add_row(t, *(f"{headline[f'eval/{t}/{m}']:.1f}" if f"eval/{t}/{m}" in headline else "-" for m in modes))
+        table.add_row(t, str(headline.get(f"eval_n/{t}", "")), *(cell(t, m) for m in modes))
     return table
 
 

@@ -106,14 +106,16 @@ class LoggerConfig:
 class EvalConfig:
     """Zero-shot evaluation (``dualobj eval`` and the end of ``dualobj train``); never part of the run id."""
 
-    tasks: list[str] = field(default_factory=lambda: ["val", "probe_mc", "probe_cloze", "blimp", "piqa",
-                                                      "arc_easy", "copa", "lambada"])  # tasks to score
+    tasks: list[str] = field(default_factory=lambda: ["val", "builtin", "lambada", "probe_mc",
+                                                      "probe_cloze"])  # tasks, task sets (builtin, paper9) or task .yaml files
+    task_set: str = "builtin"  # the task set eval/avg/<mode> averages: builtin | paper9 (all its tasks must be scored)
+    task_files: dict[str, str] = field(default_factory=dict)  # declared task -> its data file, e.g. {hellaswag: /data/hs.jsonl}
     modes: list[str] = field(default_factory=lambda: ["ar", "md", "prefix"])  # ar | md | prefix (paper's Remark 3)
     limit: int | None = 200  # items per task, a deterministic seeded subsample (null = all)
-    md_estimator: str = "mc"  # mc (t-stratified ELBO, K samples, with standard error) | pll (one token at a time)
-    md_samples: int = 8  # K: noise levels per item for the mc estimator
+    md_estimator: str = "mc"  # mc (unbiased ELBO: k uniform on 1..n, weight n/k, K samples) | pll (one token at a time)
+    md_samples: int = 8  # K: masks per item (validation: per window) for the mc estimator
     seed: int = 0  # seeds subsampling, probes and the MD noise
-    batch_size: int = 64  # rows per forward pass
+    batch_size: int = 0  # rows per forward pass in validation and evaluation (0 = auto: about 512 MiB of fp32 logits)
     probe_items: int = 200  # items in each built-in probe
     val_windows: int = 128  # validation windows for the val task (AR NLL, MD ELBO, bits per byte)
     benchmark_dir: str | None = None  # benchmark files; null = $DUALOBJ_BENCHMARKS or ../shared/data/benchmarks
@@ -226,9 +228,10 @@ def _validate_eval(e: EvalConfig) -> None:
     bad_modes = [x for x in e.modes if x not in ("ar", "md", "prefix")]
     _check(not bad_modes and len(e.modes) > 0, f"eval.modes={e.modes}: use a list drawn from ar, md, prefix")
     _check(e.limit is None or e.limit >= 1, f"eval.limit={e.limit} must be >= 1 or null (all items)")
-    for key, value in [("eval.md_samples", e.md_samples), ("eval.batch_size", e.batch_size),
-                       ("eval.probe_items", e.probe_items), ("eval.val_windows", e.val_windows)]:
+    for key, value in [("eval.md_samples", e.md_samples), ("eval.probe_items", e.probe_items),
+                       ("eval.val_windows", e.val_windows)]:
         _check(value >= 1, f"{key}={value} must be a positive integer")
+    _check(e.batch_size >= 0, f"eval.batch_size={e.batch_size} must be >= 0 (0 = automatic)")
 
 
 def validate(cfg: Config) -> Config:

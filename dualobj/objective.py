@@ -107,6 +107,20 @@ class Draws:
         return Draws(self.t[rows], self.u[rows], self.scores[rows])
 
 
+def mask_targets(window: torch.Tensor, k: torch.Tensor, scores: torch.Tensor, mask_id: int,
+                 special_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask the ``k[b]`` non-special targets of row b with the smallest ``scores`` (uniform scores: a uniform
+    random subset). Returns the inputs [B, L] (``<mask>`` where the *next* token is a masked target: MNTP)
+    and which of the L targets ``window[:, 1:]`` are masked [B, L]; the last target lies past the input."""
+    tgt = window[:, 1:]
+    scores = scores.masked_fill(torch.isin(tgt, special_ids), float("inf"))
+    ranks = scores.argsort(dim=1).argsort(dim=1)  # rank of each score within its row
+    masked = ranks < k[:, None]
+    inputs = window[:, :-1].clone()
+    inputs[:, 1:] = torch.where(masked[:, :-1], torch.full_like(inputs[:, 1:], mask_id), inputs[:, 1:])
+    return inputs, masked
+
+
 def mask_for_diffusion(
     window: torch.Tensor,
     mask_id: int,
@@ -123,16 +137,10 @@ def mask_for_diffusion(
     d = draws or Draws.sample(b, length, generator)
     t = d.t if t is None else t
     u, scores = d.u, d.scores
-    special = torch.isin(tgt, special_ids)
-    scores = scores.masked_fill(special, float("inf"))
-    eligible = (~special).sum(1)
+    eligible = (~torch.isin(tgt, special_ids)).sum(1)
     k = torch.clamp(torch.floor(t * length + u), min=1).long()
     k = torch.minimum(k, eligible)
-    # k smallest scores per row: rank of each score within its row.
-    ranks = scores.argsort(dim=1).argsort(dim=1)
-    masked = ranks < k[:, None]  # [B, L] over target tokens
-    inputs = window[:, :-1].clone()
-    inputs[:, 1:] = torch.where(masked[:, :-1], torch.full_like(inputs[:, 1:], mask_id), inputs[:, 1:])
+    inputs, masked = mask_targets(window, k, scores, mask_id, special_ids)
     t_hat = (k.float() / length) * (1 - min_frac) + min_frac
     weights = masked.float() / t_hat[:, None]
     return Masked(inputs=inputs, weights=weights, t_hat=t_hat, n_masked=k)

@@ -30,7 +30,7 @@ from dualobj.data.tokens import prepare_corpus
 from dualobj.errors import ConfigError, DualObjError, RunDirError
 from dualobj.faults import maybe_die
 from dualobj.logger import LocalLogger, make_logger
-from dualobj.metrics import validation_metrics
+from dualobj.metrics import batch_rows, validation_metrics
 from dualobj.model import Transformer
 from dualobj.objective import Draws, DualObjective, ar_rows_from_prefix, ce_and_lse
 from dualobj.optim import build_optimizer, set_lr
@@ -148,9 +148,8 @@ class Trainer:
         try:
             cfg = self.cfg
             v = validation_metrics(self.forward_eval, self.val, self.corpus,
-                                   batch_size=cfg.train.micro_batch_size or cfg.train.batch_size,
-                                   md_samples=cfg.train.val_md_samples, seed=seed,
-                                   min_mask_frac=cfg.objective.min_mask_frac, autocast=self.autocast)
+                                   batch_size=batch_rows(cfg.model.seq_len, cfg.model.vocab_size, cfg.eval.batch_size),
+                                   md_samples=cfg.train.val_md_samples, seed=seed, autocast=self.autocast)
         finally:
             self.model.train()
             self.timers["validate"] += time.perf_counter() - t0

@@ -46,16 +46,58 @@ def test_eval_writes_task_files_with_full_recipes(trained):
             assert r["items_per_s"] > 0
             if name != "val":
                 assert -100 <= r["score"] <= 100 and r["n"] == d["n_items"]
+                assert r["acc_se"] == pytest.approx(math.sqrt(r["acc"] * (1 - r["acc"]) / r["n"]))
+                assert r["score_se"] == pytest.approx(100 * r["acc_se"] / (1 - r["chance"]))
         if name in ("probe_mc", "piqa", "lambada", "probe_cloze"):
             assert d["n_items"] == 12
     md = json.loads((trained / "eval" / "val.json").read_text())["results"]["md"]
     assert md["recipe"]["estimator"] == "mc" and md["recipe"]["samples"] == 2
     assert math.isfinite(md["elbo"]) and md["elbo_se"] > 0 and md["bpb"] > 0
     summary = json.loads((trained / "summary.json").read_text())
-    for mode in ("ar", "md", "prefix"):
-        scores = [summary[f"eval/{t}/{mode}"] for t in tasks if t != "val"]
-        assert summary[f"eval/avg/{mode}"] == pytest.approx(sum(scores) / len(scores))
+    # the average covers the named task set only: these tasks are not all of `builtin`, so there is none
+    assert summary["eval/task_set"] == "builtin" and "eval/avg/ar" not in summary
+    assert "arc_challenge" in summary["eval/task_set_missing"]
+    assert summary["eval_se/probe_mc/ar"] > 0 and summary["eval_n/probe_mc"] == 12
     assert summary["eval/val/ar_bpb"] > 0
+
+
+@pytest.mark.skipif(not resolve_benchmark_dir().joinpath("blimp").is_dir(),
+                    reason="the benchmark files (../shared/data/benchmarks) are absent")
+def test_the_average_covers_exactly_the_named_task_set(tmp_path, micro):
+    from dualobj.evaluate.registry import TASK_SETS
+
+    out = tmp_path / "r"
+    train(config.load([*micro, "train.tokens=1024", f"out={out}"]))
+    res = evaluate(out, ["eval.tasks=[builtin,probe_mc]", "eval.limit=6", "eval.probe_items=6", "eval.modes=[ar]"],
+                   say=lambda m: None)
+    members = TASK_SETS["builtin"]
+    assert sorted(res["tasks"]) == sorted([*members, "probe_mc"])
+    h = res["headline"]
+    assert h["eval/avg/ar"] == pytest.approx(sum(h[f"eval/{t}/ar"] for t in members) / len(members))
+    se = math.sqrt(sum(h[f"eval_se/{t}/ar"] ** 2 for t in members)) / len(members)
+    assert h["eval_se/avg/ar"] == pytest.approx(se) and h["eval/task_set_missing"] == ""
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["eval/avg/ar"] == h["eval/avg/ar"] and summary["eval/task_set"] == "builtin"
+
+
+def test_scores_made_with_another_recipe_are_never_replaced_silently(trained):
+    args = ["eval.tasks=[probe_cloze]", "eval.probe_items=6", "eval.modes=[ar]"]
+    evaluate(trained, [*args, "eval.limit=6"], say=lambda m: None, overwrite=True)  # another test used limit=12
+    path = trained / "eval" / "probe_cloze.json"
+    before = path.read_text()
+    with pytest.raises(ConfigError, match=r"another recipe, e.g. eval/probe_cloze.json \(ar: limit=6\).*--overwrite"):
+        evaluate(trained, [*args, "eval.limit=3"], say=lambda m: None)
+    assert path.read_text() == before
+    evaluate(trained, [*args, "eval.limit=6"], say=lambda m: None)  # the same recipe again: fine
+    evaluate(trained, [*args, "eval.limit=3"], say=lambda m: None, overwrite=True)
+    assert json.loads(path.read_text())["results"]["ar"]["recipe"]["limit"] == 3
+
+
+def test_unknown_task_names_are_refused_before_anything_runs(trained):
+    with pytest.raises(ConfigError, match="unknown task 'blimpp'"):
+        evaluate(trained, ["eval.tasks=[blimpp]"])
+    with pytest.raises(ConfigError, match="eval.task_set='paper10' is not one of paper9, builtin"):
+        evaluate(trained, ["eval.task_set=paper10"])
 
 
 def test_eval_refuses_overrides_that_would_change_the_model(trained):
@@ -70,7 +112,7 @@ def test_evaluation_runs_at_the_end_of_training(tmp_path, micro):
     summary = train_and_evaluate(config.load([*micro, "train.tokens=2048", f"out={out}", "eval.at_end=true",
                                  "eval.tasks=[val,probe_cloze]", "eval.limit=8", "eval.probe_items=8",
                                  "eval.md_samples=2", "eval.val_windows=4"]))
-    assert "eval/probe_cloze/ar" in summary and "eval/avg/md" in summary
+    assert "eval/probe_cloze/ar" in summary and "eval_se/probe_cloze/md" in summary
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["eval/probe_cloze/prefix"] == summary["eval/probe_cloze/prefix"]
     assert json.loads((out / "status.json").read_text())["state"] == "done"

@@ -26,11 +26,16 @@ def train_and_evaluate(cfg: Config, out: str | Path | None = None, console=None,
     """
     from dualobj.train import train
 
+    if cfg.eval.at_end:  # a typo in eval.tasks is found now, not after hours of training
+        from dualobj.evaluate.registry import check_task_names
+
+        check_task_names(list(cfg.eval.tasks), cfg.eval.task_set)
+
     def evaluate_at_end(trainer) -> dict:
         from dualobj.evaluate.evaluator import Evaluator
 
         ev = Evaluator(trainer.rd.path, cfg.eval, cfg, model=trainer.model, corpus=trainer.corpus,
-                       step=trainer.total_steps)
-        return ev.run(skip_missing=True, say=trainer.say)["headline"]
+                       step=trainer.total_steps)  # the run's own settings decide: scores of an attempt
+        return ev.run(skip_missing=True, say=trainer.say, overwrite=True)["headline"]  # killed mid-way are redone
 
     return train(cfg, out, console, max_attempts, after=evaluate_at_end if cfg.eval.at_end else None)

@@ -56,7 +56,7 @@ def _bad(path: Path, n: int, what: str, fix: str = "fix or remove that line") ->
     return DataError(f"benchmark file {path}, line {n}: {what}; {fix}")
 
 
-def _read_jsonl(path: Path) -> tuple[list[tuple[int, dict]], str]:
+def read_jsonl(path: Path) -> tuple[list[tuple[int, dict]], str]:
     """(line number, object) for every non-blank line, and the file's sha256."""
     raw = path.read_bytes()
     try:
@@ -112,7 +112,7 @@ _BLIMP_FMT = '{"sentence_good": str, "sentence_bad": str, "field": str, "UID": s
 
 
 def load_choice(path: Path) -> tuple[list[Item], str]:
-    rows, sha = _read_jsonl(path)
+    rows, sha = read_jsonl(path)
     items = []
     for n, obj in rows:
         query = _get_str(path, n, obj, "query", _CHOICE_FMT, allow_empty=True)
@@ -123,7 +123,7 @@ def load_choice(path: Path) -> tuple[list[Item], str]:
 
 
 def load_cloze(path: Path) -> tuple[list[Item], str]:
-    rows, sha = _read_jsonl(path)
+    rows, sha = read_jsonl(path)
     items = []
     for n, obj in rows:
         context = _get_str(path, n, obj, "context", _CLOZE_FMT)
@@ -133,7 +133,7 @@ def load_cloze(path: Path) -> tuple[list[Item], str]:
 
 
 def load_partial(path: Path) -> tuple[list[Item], str]:
-    rows, sha = _read_jsonl(path)
+    rows, sha = read_jsonl(path)
     items = []
     for n, obj in rows:
         options = _get_options(path, n, obj, "context_options", _PARTIAL_FMT)
@@ -154,7 +154,7 @@ def load_blimp(folder: Path) -> tuple[list[Item], str, int]:
     combined = hashlib.sha256()
     items = []
     for path in files:
-        rows, sha = _read_jsonl(path)
+        rows, sha = read_jsonl(path)
         combined.update(f"{path.name}\0{sha}\0".encode())
         for n, obj in rows:
             good = _get_str(path, n, obj, "sentence_good", _BLIMP_FMT)

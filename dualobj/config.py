@@ -7,10 +7,12 @@ part (model, data, objective, train, seed), never logging or output settings.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +42,15 @@ class ModelConfig:
 class DataConfig:
     """Corpus, tokenizer and data repetition."""
 
-    source: str = "wiki"  # wiki (embedded default) | text (one file) | textdir (folder of .txt) | jsonl
-    path: str | None = None  # file or folder for text/textdir/jsonl sources
-    text_field: str = "text"  # JSONL field that holds the document text
+    source: str = "wiki"  # wiki (embedded) | text | textdir | jsonl (.gz/.zst) | parquet | tokens (prepared folder) | bin (flat uint16 ids)
+    path: str | None = None  # file or folder of the corpus (every source but wiki)
+    text_field: str = "text"  # JSONL field / parquet column that holds the document text
     repetitions: float = 1  # R: the unique data is train.tokens / R tokens, each seen R times
     val_fraction: float = 0.05  # share of documents held out for validation (by content hash)
     order_seed: int = 1234  # fixed document order (never depends on R or the run seed)
     tokenizer: str | None = None  # path to a tokenizer.json; empty = train a byte-level BPE here
+    tokenizer_sample_bytes: int = 256_000_000  # text the BPE is trained on at most (a uniform sample of the train split)
+    separator_id: int = -1  # bin: the token id between documents (50256 = GPT-2's <|endoftext|>)
     cache_dir: str = "~/.cache/dualobj"  # token memmaps and tokenizers, keyed by (corpus, tokenizer)
     val_sequences: int = 32  # validation windows used by in-training validation
 
@@ -115,7 +119,7 @@ class EvalConfig:
     md_estimator: str = "mc"  # mc (unbiased ELBO: k uniform on 1..n, weight n/k, K samples) | pll (one token at a time)
     md_samples: int = 8  # K: masks per item (validation: per window) for the mc estimator
     seed: int = 0  # seeds subsampling, probes and the MD noise
-    batch_size: int = 0  # rows per forward pass in validation and evaluation (0 = auto: about 512 MiB of fp32 logits)
+    batch_size: int = 0  # rows per forward pass in validation and evaluation (0 = auto: about 128 MiB of fp32 logits)
     probe_items: int = 200  # items in each built-in probe
     val_windows: int = 128  # validation windows for the val task (AR NLL, MD ELBO, bits per byte)
     benchmark_dir: str | None = None  # benchmark files; null = $DUALOBJ_BENCHMARKS or ../shared/data/benchmarks
@@ -139,7 +143,7 @@ class Config:
 CHOICES = {
     "model.head": ("linear", "classifier"),
     "model.attention": ("auto", "sdpa", "math", "flex"),
-    "data.source": ("wiki", "text", "textdir", "jsonl"),
+    "data.source": ("wiki", "text", "textdir", "jsonl", "parquet", "tokens", "bin"),
     "train.optimizer": ("adamw", "muon"),
     "train.precision": ("auto", "bf16", "fp32"),
     "logger.name": ("local", "wandb"),
@@ -220,6 +224,11 @@ def _validate_data(d: DataConfig) -> None:
         f"data.repetitions={r} must be a whole number >= 1 (R=1 means every token is unique)",
     )
     _check(0 < d.val_fraction < 1, f"data.val_fraction={d.val_fraction} must be in (0, 1)")
+    _check(d.tokenizer_sample_bytes > 0, f"data.tokenizer_sample_bytes={d.tokenizer_sample_bytes} must be > 0")
+    if d.source == "bin":
+        _check(d.separator_id >= 0, "data.source=bin needs data.separator_id=<the token id between documents> "
+                                    "(50256 for GPT-2's <|endoftext|>)")
+        _check(bool(d.tokenizer), "data.source=bin needs data.tokenizer=<the tokenizer.json that made the ids>")
     if d.source != "wiki":
         _check(bool(d.path), f"data.source={d.source} needs data.path=<file or folder>")
 
@@ -267,9 +276,10 @@ def compose(overrides: list[str] | None = None, config_name: str = "config") -> 
     from omegaconf.errors import OmegaConfBaseException
 
     register_schemas()
+    overrides = normalize_overrides(overrides)
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+            return hydra_compose(config_name=config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise ConfigError(explain_hydra_error(e, overrides or [])) from e
 
@@ -322,12 +332,214 @@ def load(overrides: list[str] | None = None) -> Config:
     return to_config(compose(overrides))
 
 
+# --------------------------------------------------------------------------- overrides
+# Every override passes through normalize_overrides before Hydra sees it (train, config, sweep cells and
+# their `fixed`, eval through apply_overrides): keys must exist in the schema (`+key` cannot add one), and
+# numbers take the same forms everywhere: 1e6 and 1_000_000 for whole numbers, 63/64 for any number.
+
+_NUMBER_HINT = {True: "e.g. 1000000, 1e6 or 1_000_000", False: "e.g. 0.5, 1e-3 or 63/64"}
+
+
+@functools.lru_cache(maxsize=1)
+def schema_types() -> dict[str, Any]:
+    """Dotted key -> declared type of every leaf of :class:`Config` (``train.tokens`` -> int)."""
+    import typing
+
+    out: dict[str, Any] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        for name, tp in typing.get_type_hints(cls).items():
+            if is_dataclass(tp):
+                walk(tp, f"{prefix}{name}.")
+            else:
+                out[f"{prefix}{name}"] = tp
+
+    walk(Config, "")
+    return out
+
+
+def config_groups() -> dict[str, list[str]]:
+    """Config group -> its options (the YAML files directly in conf/<group>/; not hydra/)."""
+    groups = {d.name: sorted(p.stem for p in d.glob("*.yaml"))
+              for d in sorted(CONF_DIR.iterdir()) if d.is_dir() and d.name != "hydra"}
+    return {g: options for g, options in groups.items() if options}
+
+
+def parse_number(text: str) -> float | None:
+    """``1e6``, ``1_000``, ``0.5``, ``63/64`` as a float; None when ``text`` is not a number (or divides by 0)."""
+    from fractions import Fraction
+
+    text = text.strip().replace("_", "")
+    try:
+        if "/" in text:
+            num, den = text.split("/")
+            return float(Fraction(num.strip()) / Fraction(den.strip()))
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def normalize_overrides(overrides: list[str] | None) -> list[str]:
+    """Overrides checked against the schema, numbers written as Hydra reads them; ConfigError otherwise."""
+    return [_normalize_override(o) for o in overrides or []]
+
+
+def _normalize_override(o: str) -> str:
+    import typing
+
+    key, eq, value = o.partition("=")
+    found = schema_key(key, value) if eq else None
+    if found is None:
+        return o  # malformed, deletions, hydra.* and group choices: Hydra's own syntax and messages
+    name, tp = found
+    plus = "++" if typing.get_origin(tp) is dict or name not in schema_types() else ""  # mappings take new keys
+    return f"{plus}{name}={_value_text(name, value.strip(), tp)}"
+
+
+def schema_key(key: str, value: str = "VALUE") -> tuple[str, Any] | None:
+    """The schema key an override's ``key`` sets (``+`` prefixes stripped) and its type; None for Hydra's own
+    keys (groups, ``hydra.*``, ``~`` deletions). ConfigError, with a did-you-mean, when the schema has no
+    such key, and when ``+`` would add one that exists. An entry of a mapping field (``eval.task_files.x``)
+    has the mapping's value type."""
+    import typing
+
+    prefix = key[: len(key) - len(key.lstrip("+~"))]
+    name = key[len(prefix):].strip()
+    if "~" in prefix or name.startswith("hydra") or "/" in name or name in config_groups():
+        return None
+    types = schema_types()
+    if name in types:
+        if prefix == "+":
+            raise ConfigError(f"{name} is already a config key, '+' adds new ones; write {name}={value}")
+        return name, types[name]
+    parent = name.rpartition(".")[0]
+    if typing.get_origin(types.get(parent)) is dict:
+        return name, typing.get_args(types[parent])[1]
+    close = _did_you_mean(name, list(types))
+    hint = f" (did you mean {close}?)" if close else ""
+    raise ConfigError(f"unknown config key '{name}'{hint}; run `dualobj config` to list the valid keys")
+
+
+def _did_you_mean(name: str, keys: list[str]) -> str | None:
+    """The key ``name`` was probably meant to be: a close name in the same section (the shared prefix would
+    make any key of it look close), else a close full key (a mistyped section)."""
+    section, _, leaf = name.rpartition(".")
+    same = {k.rpartition(".")[2]: k for k in keys if k.rpartition(".")[0] == section}
+    pool, word = (same, leaf) if same else ({k: k for k in keys}, name)
+    close = difflib.get_close_matches(word, list(pool), n=1, cutoff=0.75)
+    return pool[close[0]] if close else None
+
+
+def _value_text(key: str, value: str, tp: Any) -> str:
+    """``value`` for the field ``key`` of type ``tp``, in the form Hydra parses; ConfigError when it cannot be."""
+    import typing
+
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), tp) if optional else tp
+    origin = typing.get_origin(base)
+    if value.startswith("${") or (value == "null" and optional):
+        return value
+    if value == "null":
+        raise ConfigError(f"{key} cannot be null; give it a value (`dualobj config` shows the default)")
+    if origin in (list, dict):
+        if not value.startswith("[" if origin is list else "{"):
+            example = f"[{value}]" if origin is list else "{name: value}"
+            raise ConfigError(f"{key}={value!r} is not a {'list' if origin is list else 'mapping'}; write "
+                              f"'{key}={example}' (quoted, so that the shell leaves the brackets alone)")
+        return value
+    if base is bool:
+        if value.lower() not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            raise ConfigError(f"{key}={value!r} is not true or false; write {key}=true or {key}=false")
+        return value
+    if base in (int, float):
+        return _number_text(key, value, base is int)
+    if base is str and value.startswith(("[", "{")):
+        raise ConfigError(f"{key}={value!r} must be a single value, not a list or mapping; write {key}=VALUE")
+    return value
+
+
+def _number_text(key: str, value: str, whole: bool) -> str:
+    x = parse_number(value)
+    if x is None:
+        raise ConfigError(f"{key}={value!r} is not a number; write a {'whole ' if whole else ''}number "
+                          f"({_NUMBER_HINT[whole]})")
+    if whole:
+        if not x.is_integer():
+            raise ConfigError(f"{key}={value!r} is not a whole number; write a whole number ({_NUMBER_HINT[True]})")
+        try:
+            return str(int(value.replace("_", "")))  # exact, also beyond 2**53
+        except ValueError:
+            return str(int(x))
+    return repr(x) if "/" in value or "_" in value else value
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
+    """``cfg`` with dotted ``key=value`` overrides applied (no group choices), checked and validated as
+    :func:`load` does: the same strict keys, number forms and one-line errors."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    ov = normalize_overrides(overrides)
+    node = OmegaConf.structured(cfg)
+    try:
+        for o in OverridesParser.create().parse_overrides(ov):
+            if o.is_delete() or "/" in o.key_or_group or o.key_or_group in config_groups():
+                raise ConfigError(f"cannot apply {o.input_line!r} here; only key=value overrides of single keys")
+            OmegaConf.update(node, o.key_or_group, o.value(), merge=False)
+        obj = OmegaConf.to_object(node)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(explain_hydra_error(e, ov)) from e
+    return validate(obj)
+
+
+def override_value(v: Any) -> str:
+    """A Python value (from YAML) as the value of a Hydra override: null, true, 0.5, [a,b], 'quoted text'."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ",".join(override_value(x) for x in v) + "]"
+    return "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def file_overrides(path: str | Path) -> list[str]:
+    """A YAML config file (as `dualobj config` prints it, or a run's config.yaml) as overrides, one per leaf."""
+    import yaml
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise ConfigError(f"config file {p} cannot be read ({e.strerror}); give an existing YAML file") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {p} is not valid YAML; fix it or print a fresh one with `dualobj config`") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {p} must be a mapping of sections (model:, data:, ...); see `dualobj config`")
+    out = []
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            elif f"{prefix}{k}" != "run_id":  # a run's config.yaml records its id
+                out.append(f"{prefix}{k}={override_value(v)}")
+
+    walk(raw, "")
+    return out
+
+
 # --------------------------------------------------------------------------- identity
 
 SEMANTIC_SECTIONS = ("model", "data", "objective", "train", "seed")
 # Fields that change how a run is executed or shown, never what it computes.
 NON_SEMANTIC = {
-    "data.cache_dir", "train.compile", "train.threads", "train.progress", "train.log_every",
+    "data.cache_dir", "data.tokenizer_sample_bytes", "data.separator_id",  # see README "Run ids and data"
+    "train.compile", "train.threads", "train.progress", "train.log_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.micro_batch_size", "train.nproc",
 }
 
@@ -354,15 +566,19 @@ def to_yaml(cfg: Config) -> str:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> its one-line doc (the trailing comment in this file)."""
+    """Field name -> its one-line doc (the trailing comment in this file; for a field written over several
+    lines, the first trailing comment before the next field)."""
     import inspect
 
     src = inspect.getsource(cls).splitlines()
     names = {f.name for f in fields(cls)}
-    docs = {}
+    docs: dict[str, str] = {}
+    current = None
     for line in src:
         head, _, comment = line.partition("  # ")
         name = head.strip().split(":")[0]
-        if name in names and comment:
-            docs[name] = comment.strip()
+        if name in names and ":" in head:
+            current = name
+        if current and comment and current not in docs:
+            docs[current] = comment.strip()
     return docs

@@ -190,7 +190,8 @@ def attention_mask(
     bidirectional attention inside each row's prefix (prefix-LM).
     """
     if backend == "flex":
-        return _flex_mask(t, causal, doc_ids, device, prefix_len)
+        build = _flex_mask if torch.device(device).type == "cuda" else _flex_mask_outside_graph
+        return build(t, causal, doc_ids, device, prefix_len)
     pos = torch.arange(t, device=device)
     lower = pos[None, :] <= pos[:, None]  # [T, T]
     if isinstance(causal, torch.Tensor):
@@ -215,7 +216,10 @@ _FLEX = {}
 
 
 def _flex_attention(cuda: bool):
-    """flex_attention, compiled on GPU (eager flex is a slow reference); eager elsewhere (CPU inference only)."""
+    """flex_attention, compiled on GPU (eager flex is a slow reference); eager elsewhere (CPU inference only).
+
+    Inside a compiled model (``train.compile=true``) it is compiled with the model on any device.
+    """
     from torch.nn.attention.flex_attention import flex_attention
 
     if cuda not in _FLEX:
@@ -223,20 +227,41 @@ def _flex_attention(cuda: bool):
     return _FLEX[cuda]
 
 
+def _batch(causal, doc_ids, prefix_len) -> int:
+    """Rows a block mask must describe: 1 (broadcast over the batch) when no part of it differs by row."""
+    for per_row in (doc_ids, prefix_len, causal):
+        if isinstance(per_row, torch.Tensor) and per_row.dim() > 0:
+            return per_row.shape[0]
+    return 1
+
+
 def _flex_mask(t, causal, doc_ids, device, prefix_len=None):
+    """The FlexAttention BlockMask of ``attention_mask`` (compiled on GPU, or traced into a compiled model)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    b = doc_ids.shape[0] if doc_ids is not None else (len(prefix_len) if prefix_len is not None else 1)
-    per_row = causal.to(device) if isinstance(causal, torch.Tensor) else torch.full((b,), bool(causal), device=device)
-    plen = prefix_len.to(device) if prefix_len is not None else torch.zeros(b, dtype=torch.long, device=device)
+    b = _batch(causal, doc_ids, prefix_len)
+    # Whole tensors, never stride-0 views: inductor's CPU flex kernel takes only real buffers into a mask.
+    per_row = torch.as_tensor(causal, device=device).reshape(-1).expand(b).contiguous()
+    plen = (torch.zeros(1, dtype=torch.long) if prefix_len is None else prefix_len).to(device)
+    plen = plen.expand(b).contiguous()
+    doc_ids = doc_ids.contiguous() if doc_ids is not None else None
+    if b == 1:  # one mask for every row: eager flex calls mask_mod with each row's index, so index nothing
+        per_row, plen = per_row[0], plen[0]
 
     def mask_mod(bi, h, q, kv):
-        keep = (kv <= q) | ~per_row[bi] | ((q < plen[bi]) & (kv < plen[bi]))
+        causal_row, p = (per_row[bi], plen[bi]) if b > 1 else (per_row, plen)
+        keep = (kv <= q) | ~causal_row | ((q < p) & (kv < p))
         if doc_ids is not None:
             keep = keep & (doc_ids[bi, q] == doc_ids[bi, kv])
         return keep
 
-    return create_block_mask(mask_mod, b, None, t, t, device=device)
+    compile_it = per_row.is_cuda and not torch.compiler.is_compiling()
+    return create_block_mask(mask_mod, b, None, t, t, device=device, _compile=compile_it)
+
+
+# On CPU the mask is built eagerly even inside a compiled model: inductor's CPU flex kernel fails on
+# masks computed inside its graph ("NoValidChoicesError"), and takes them fine as graph inputs.
+_flex_mask_outside_graph = torch.compiler.disable(_flex_mask)
 
 
 def document_ids(idx: torch.Tensor, bos_id: int) -> torch.Tensor:

@@ -377,6 +377,7 @@ def build_summary(tr: Trainer, start: int, last: dict, final_val: dict) -> dict:
         "alpha": cfg.objective.alpha,
         "alpha_schedule": cfg.objective.alpha_schedule,
         "alpha_mean": bud.alpha_mean(),
+        "ar_share": bud.ar_share,  # the AR share of the gradient weight: α with objective.ar_loss_scale applied
         "repetitions": int(cfg.data.repetitions),
         "seed": cfg.seed,
         **bud.accounting(bud.total_steps),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -276,7 +277,7 @@ def test_figures_are_pngs(sweep, tmp_path, known_gp):
 
 
 def test_write_report_paper_section(sweep, tmp_path):
-    files = write_report(sweep, formats=["md"], out_dir=tmp_path / "out")
+    files = write_report(sweep, formats=["md"], out_dir=tmp_path / "out", analysis=True)
     names = {Path(f).name for f in files}
     assert {"gp_ar.png", "gp_md.png", "overfit_curves.png", "report.md"} <= names
     assert all(is_png(f) for f in files if str(f).endswith(".png"))
@@ -291,7 +292,7 @@ def test_write_report_paper_section(sweep, tmp_path):
     assert "![GP surface, val/ar_nll](gp_ar.png)" in text and "Over-fitting at R=16" in text
     assert (tmp_path / "out" / "report.md").read_text() == text
 
-    quiet = write_report(sweep, formats=["csv"], out_dir=tmp_path / "q", plots=False)
+    quiet = write_report(sweep, formats=["csv"], out_dir=tmp_path / "q", plots=False, analysis=True)
     assert not any("gp_" in Path(f).name or "overfit" in Path(f).name for f in quiet)
     assert "## Paper analysis" in quiet.markdown
 
@@ -301,12 +302,12 @@ def test_report_gp_guard_and_not_applicable(tmp_path):
     make_run(few, "a", R=1, alpha=0.0)
     make_run(few, "b", R=2, alpha=1.0)
     make_run(few, "c", R=2, alpha=0.0)
-    text = write_report(few, formats=["md"], out_dir=tmp_path / "o1").markdown
+    text = write_report(few, formats=["md"], out_dir=tmp_path / "o1", analysis=True).markdown
     assert "## Paper analysis" in text and "GP fit skipped for val/ar_nll" in text and "at least 4" in text
     one_r = tmp_path / "one_r"
     for i, a in enumerate((0.0, 0.5, 1.0)):
         make_run(one_r, f"r{i}", R=4, alpha=a)
-    assert "Paper analysis" not in write_report(one_r, formats=["md"], out_dir=tmp_path / "o2").markdown
+    assert "Paper analysis" not in write_report(one_r, formats=["md"], out_dir=tmp_path / "o2", analysis=True).markdown
     assert load_runs(one_r).shape[0] == 3
 
 
@@ -321,7 +322,70 @@ def test_schedule_section_compares_each_schedule_with_the_best_constant_alpha():
          "val/md_bpb": 1.0},
     ]
     text = "\n".join(schedule_section(pd.DataFrame(rows)))
-    assert "| tiny, best constant α | 2.1000 (α=0.25) |" in text
-    assert "| tiny+cosine(1->0) | 2.0000 (-0.1000) |" in text  # the failed run is not counted
-    assert "| tiny+cosine(1->0) | 2.3000 (+0.1000) |" in text  # md target: best constant 2.2 at α=0.25
+    assert "| tiny, best constant α | 2.1000 (α=1/4) |" in text
+    assert "| tiny+cosine(1->0) | 2.0000 (+0.1000) |" in text  # better by 0.1; the failed run is not counted
+    assert "| tiny+cosine(1->0) | 2.3000 (-0.1000) |" in text  # md target: best constant 2.2 at α=1/4
     assert schedule_section(pd.DataFrame(rows[:3])) == []
+
+
+# ----------------------------------------------------------------------------- targets with no signal
+def noisy_frame(with_se: bool) -> pd.DataFrame:
+    """The AR/MD grid where F1–F4 hold, plus downstream averages at chance whose best α rises with R."""
+    df = checks_frame()
+    noise = {1: {0.0: 1.0, 0.25: -0.5, 0.5: 0.2, 0.75: -1.0, 1.0: -0.8}, 16: {0.0: -1.0, 0.25: 0.1, 0.5: 0.3, 0.75: 0.2, 1.0: 1.5}}
+    for mode in ("ar", "md"):
+        df[f"eval/avg/{mode}"] = [noise[int(r)][a] for r, a in zip(df["repetitions"], df["alpha"], strict=True)]
+        if with_se:
+            df[f"eval_se/avg/{mode}"] = 2.0  # every score within two standard errors of chance (0)
+    return df
+
+
+def test_a_target_at_chance_is_no_signal_and_does_not_fail_a_finding():
+    c = by_name(paper_checks(noisy_frame(with_se=True)))
+    assert c["F2"]["targets"]["eval_ar"]["signal"] is False and c["F2"]["targets"]["ar"]["signal"] is True
+    assert c["F2"]["targets"]["eval_ar"]["holds"] is False  # the noise "fails" ...
+    assert c["F2"]["holds"] is True  # ... but does not decide the verdict
+    assert c["F4"]["pairs"]["eval_ar~eval_md"]["signal"] is False and c["F4"]["holds"] is True
+    line = check_line(c["F2"])
+    assert line.startswith("- **F2** (the best α (over all α run) does not increase with R): **holds**")
+    assert "  - AR-mode validation target (val/ar_bpb, lower is better): holds: 3/4 (R=1) → 1/4 (R=16)" in line
+    assert ("  - AR-mode downstream target (eval/avg/ar, higher is better): no signal (every score within two "
+            "standard errors of chance)") in line
+
+
+def test_without_standard_errors_the_significance_is_unknown_and_counts():
+    c = by_name(paper_checks(noisy_frame(with_se=False)))
+    assert c["F2"]["targets"]["eval_ar"]["signal"] is None
+    assert c["F2"]["holds"] is False  # not guessed away: unknown significance counts
+    assert "FAILS (significance unknown: no standard errors stored)" in check_line(c["F2"])
+
+
+def test_the_analysis_covers_only_the_targets_asked_for():
+    df = noisy_frame(with_se=True)
+    assert [t.name for t in find_targets(df, metrics=["val/ar_bpb", "val/md_bpb"])] == ["ar", "md"]
+    assert [t.name for t in find_targets(df)] == ["ar", "md", "eval_ar", "eval_md"]
+    c = by_name(paper_checks(df, metrics=["val/ar_bpb"]))
+    assert set(c["F1"]["targets"]) == {"ar"} and c["F4"]["pairs"] == {}
+
+
+def test_no_gp_on_constant_values(tmp_path):
+    flat = runs_frame({(r, a): {"val/ar_nll": 3.0} for r in (1, 4) for a in (0.0, 0.5, 1.0)})
+    with pytest.raises(ValueError, match="all 6 values of val/ar_nll are equal"):
+        fit_gp(flat, "val/ar_nll")
+
+
+def test_report_runs_the_analysis_only_when_asked(sweep, tmp_path):
+    plain = write_report(sweep, formats=["md"], out_dir=tmp_path / "a", plots=False).markdown
+    assert "Paper analysis" not in plain  # default metrics, no --analysis
+    asked = write_report(sweep, metrics=["val/ar_nll"], formats=["md"], out_dir=tmp_path / "b", plots=False).markdown
+    assert "## Paper analysis — tiny" in asked and "Table 2 — AR-mode validation target (val/ar_nll" in asked
+    assert "Table 2 — MD-mode" not in asked and "GP on (log2 R, α) → val/md_elbo" not in asked
+    off = write_report(sweep, metrics=["val/ar_nll"], formats=["md"], out_dir=tmp_path / "c", plots=False,
+                       analysis=False).markdown
+    assert "Paper analysis" not in off
+
+
+def test_gp_figure_title_has_both_r2(known_gp):
+    _, gp = known_gp
+    assert re.fullmatch(r"tiny: val/ar_nll \(lower is better\); GP R² = \d\.\d{3} \(leave-one-out \d\.\d{3}\)",
+                        gp.figure_title())

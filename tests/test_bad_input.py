@@ -97,6 +97,18 @@ def _run_dir(c: Ctx, name: str, status: str) -> Path:
     return d
 
 
+def _fake_run(c: Ctx) -> Path:
+    """A run directory as far as its files go (config.yaml, status.json), without a model."""
+    d = c.tmp / "fake"
+    if not d.exists():
+        d.mkdir()
+        (d / "config.yaml").write_text("run_id: fake\nmodel:\n  name: tiny\n  seq_len: 32\ndata:\n  repetitions: 1\n"
+                                       "objective:\n  alpha: 0.5\nseed: 0\n")
+        (d / "status.json").write_text(json.dumps({"state": "done", "step": 1, "total_steps": 1}))
+        (d / "summary.json").write_text(json.dumps({"val/ar_nll": 3.0}))
+    return d
+
+
 def _no_checkpoint(c: Ctx) -> Path:
     d = c.tmp / "no_ckpt"
     d.mkdir()
@@ -124,7 +136,24 @@ CASES = {
     "alpha outside [0, 1]": lambda c: (c.train("objective.alpha=1.5"), [
         "objective.alpha=1.5 is outside [0, 1]", "set it to an AR weight in [0, 1]"]),
     "alpha not a number": lambda c: (c.train("objective.alpha=half"), [
-        "objective.alpha='half' is not a valid float", "give a value of that type"]),
+        "objective.alpha='half' is not a number", "write a number (e.g. 0.5, 1e-3 or 63/64)"]),
+    "alpha as a fraction over zero": lambda c: (c.train("objective.alpha=1/0"), [
+        "objective.alpha='1/0' is not a number", "write a number (e.g. 0.5, 1e-3 or 63/64)"]),
+    "budget not a whole number": lambda c: (c.train("train.tokens=1000.5"), [
+        "train.tokens='1000.5' is not a whole number", "write a whole number (e.g. 1000000, 1e6 or 1_000_000)"]),
+    "+key the schema lacks": lambda c: (c.train("+objective.alpah=0.9"), [
+        "unknown config key 'objective.alpah' (did you mean objective.alpha?)",
+        "run `dualobj config` to list the valid keys"]),
+    "+key the schema has": lambda c: (c.train("+objective.alpha=0.9"), [
+        "objective.alpha is already a config key, '+' adds new ones", "write objective.alpha=0.9"]),
+    "eval.limit not a number": lambda c: (c.train("eval.limit=abc"), [
+        "eval.limit='abc' is not a number", "write a whole number"]),
+    "eval.tasks not a list": lambda c: (c.train("eval.tasks=blimp"), [
+        "eval.tasks='blimp' is not a list", "write 'eval.tasks=[blimp]' (quoted"]),
+    "config option given as --option": lambda c: (["train", "--model", "tiny"], [
+        "No such option: --model", "config values are key=value overrides without dashes: write model=tiny"]),
+    "config file that is not a mapping": lambda c: (["train", "--config", str(c.file("c.yaml", "- a\n"))], [
+        "c.yaml must be a mapping of sections", "see `dualobj config`"]),
     "R < 1": lambda c: (c.train("data.repetitions=0"), [
         "data.repetitions=0.0 must be a whole number >= 1"]),
     "fractional R": lambda c: (c.train("data.repetitions=2.5"), [
@@ -188,15 +217,24 @@ CASES = {
         "key(s) ['hydra.job.chdir'] may not be set by a sweep file", "use the 'launcher' section"]),
     "sweep unknown launcher": lambda c: (c.sweep("name: x\naxes: {objective.alpha: [0]}\nlauncher: {name: nope}\n"), [
         "unknown launcher 'nope'", "use one of basic, joblib, slurm, slurm_paper, submitit_local, submitit_slurm"]),
+    "sweep launcher with 0 jobs": lambda c: (c.sweep("name: x\naxes: {objective.alpha: [0]}\nlauncher: {name: joblib, jobs: 0}\n"), [
+        "launcher jobs=0 must be a whole number >= 1", "e.g. {name: joblib, jobs: 2}"]),
+    "sweep n_jobs not a number": lambda c: ([*c.sweep("name: x\naxes: {objective.alpha: [0]}\nlauncher: joblib\n"),
+                                             "hydra.launcher.n_jobs=abc"], [
+        "hydra.launcher.n_jobs='abc' must be a whole number >= 1", "e.g. hydra.launcher.n_jobs=2"]),
+    "sweep key the schema lacks": lambda c: (c.sweep("name: x\naxes: {objective.alpah: [0, 1/2]}\n"), [
+        "unknown config key 'objective.alpah' (did you mean objective.alpha?)"]),
     # ---------------------------------------------------------------- run directories
     "report on a folder with no runs": lambda c: (["report", str(c.tmp)], [
-        "no runs under", "run `dualobj sweep ...` first or point to a sweep folder"]),
+        "no runs or sweep plan under", "run `dualobj sweep SWEEP.yaml` first, or give a sweep folder or run directory"]),
     "report on a missing path": lambda c: (["report", str(c.tmp / "gone")], [
-        "gone does not exist", "give a sweep folder or run directory"]),
+        "gone does not exist", "give a sweep folder or run directory such as runs/smoke"]),
+    "report --out an existing file": lambda c: (["report", str(_fake_run(c)), "--out", str(c.file("r.md", "x"))], [
+        "report folder", "r.md is a file; give --out a folder"]),
     "status on a folder with no runs": lambda c: (["status", str(c.tmp)], [
-        "no runs or sweep plan under", "run `dualobj sweep SWEEP.yaml` first"]),
+        "no runs or sweep plan under", "run `dualobj sweep SWEEP.yaml` first, or give a sweep folder or run directory"]),
     "status on a missing path": lambda c: (["status", str(c.tmp / "gone")], [
-        "gone does not exist", "give a sweep folder such as runs/smoke"]),
+        "gone does not exist", "give a sweep folder or run directory such as runs/smoke"]),
     "eval on a folder that is not a run": lambda c: (["eval", str(c.tmp)], [
         "has no config.yaml: not a run directory", "give one written by `dualobj train`"]),
     "eval on a missing run directory": lambda c: (["eval", str(c.tmp / "gone")], [
@@ -223,6 +261,12 @@ CASES = {
             "nobench not found (needed for gauntlet/piqa.jsonl)", "set eval.benchmark_dir="]),
     "generate with a bad --mode": lambda c: (["generate", str(c.run), "--mode", "sideways"], [
         "--mode 'sideways' is not one of ar, md, prefix"]),
+    "generate with a negative temperature": lambda c: (["generate", str(_fake_run(c)), "--temperature", "-1"], [
+        "--temperature -1 must be >= 0 (0 = greedy"]),
+    "generate with --top-p above 1": lambda c: (["generate", str(_fake_run(c)), "--top-p", "2"], [
+        "--top-p 2 must be in (0, 1] (1 = off)"]),
+    "generate more tokens than the context": lambda c: (["generate", str(_fake_run(c)), "-n", "100000"], [
+        "--max-tokens 100000 does not fit this model's context (model.seq_len=32", "use --max-tokens 31 or less"]),
     "eval with a non-eval override": lambda c: (["eval", str(c.run), "model.d_model=64"], [
         "dualobj eval takes only eval.* overrides, got ['model.d_model=64']", "the trained model is fixed"]),
 }
@@ -247,7 +291,11 @@ IN_PROCESS = {
     "fractional R", "budget below one optimizer step", "bad choice value", "malformed override (no =)",
     "sweep file invalid YAML", "sweep file unknown top-level key", "sweep cell not a mapping",
     "sweep launcher with _target_", "sweep launcher with a nested _target_", "sweep sets hydra.* in fixed",
-    "sweep unknown launcher",
+    "sweep unknown launcher", "alpha as a fraction over zero", "budget not a whole number", "+key the schema lacks",
+    "+key the schema has", "eval.limit not a number", "eval.tasks not a list", "config option given as --option",
+    "config file that is not a mapping", "sweep launcher with 0 jobs", "sweep n_jobs not a number",
+    "sweep key the schema lacks", "report --out an existing file", "generate with a negative temperature",
+    "generate with --top-p above 1", "generate more tokens than the context",
 }
 
 
@@ -287,6 +335,19 @@ def test_two_invalid_sweep_cells_are_listed_at_once(tmp_path):
     assert "objective.alpha=2.0 is outside [0, 1]" in cells[0] and "objective.alpha=-1.0 is outside" in cells[1]
     print(f"BADINPUT| two invalid sweep cells | `dualobj sweep TMP/sweep.yaml --dry-run` | "
           f"`{cells[0]}` `{cells[1]}` `{line}` |")
+
+
+def test_a_fraction_over_zero_in_a_sweep_axis_is_an_invalid_cell(tmp_path):
+    c = Ctx(tmp_path, tmp_path, None)  # type: ignore[arg-type]
+    res = invoke(*c.sweep("name: x\nfixed: [model.seq_len=32]\naxes: {objective.alpha: [0, 1/0]}\n"))
+    assert res.returncode == 2, res.stderr
+    line = error_line(res.stderr, res.stdout)
+    assert "1 of 2 cells are invalid (listed above); fix the sweep file" in line
+    cells = [x for x in res.stderr.splitlines() if x.startswith("invalid cell")]
+    assert cells == ["invalid cell model.seq_len=32 objective.alpha=1/0: objective.alpha='1/0' is not a number; "
+                     "write a number (e.g. 0.5, 1e-3 or 63/64)"], res.stderr
+    print(f"BADINPUT| fraction over zero in a sweep axis | `dualobj sweep TMP/sweep.yaml --dry-run` | "
+          f"`{cells[0]}` `{line}` |")
 
 
 def test_disk_full_is_one_line(trained_run, cache_dir, tmp_path, monkeypatch):

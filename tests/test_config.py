@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -18,6 +20,9 @@ def test_every_shipped_option_loads(group):
     assert options, f"no options in conf/{group}"
     for opt in options:
         extra = ["data.path=/tmp/x"] if group == "data" and opt != "wiki" else []
+        for key in re.findall(r"^(\w+): \?\?\?", (CONF_DIR / group / f"{opt}.yaml").read_text(), re.M):
+            if key != "path":  # the option leaves it for the user (???): give one of its type
+                extra.append(f"{group}.{key}={0 if config.schema_types()[f'{group}.{key}'] in (int, int | None) else 'x'}")
         if group == "train" and opt == "paper":
             extra = ["model=paper_470m"]  # its batch needs the paper's sequence length budget
         cfg = config.load([f"{group}={opt}", *extra])
@@ -35,7 +40,20 @@ def test_defaults_are_the_laptop_setup():
     [
         (["objective.alpha=1.5"], "objective.alpha=1.5 is outside [0, 1]"),
         (["objective.alpha=-0.1"], "outside [0, 1]"),
-        (["objective.alpha=abc"], "objective.alpha='abc' is not a valid float"),
+        (["objective.alpha=abc"], "objective.alpha='abc' is not a number; write a number (e.g. 0.5, 1e-3 or 63/64)"),
+        (["objective.alpha=1/0"], "objective.alpha='1/0' is not a number"),
+        (["train.tokens=1.5e3x"], "train.tokens='1.5e3x' is not a number; write a whole number (e.g. 1000000, 1e6"),
+        (["train.tokens=1.5"], "train.tokens='1.5' is not a whole number"),
+        (["eval.limit=abc"], "eval.limit='abc' is not a number; write a whole number"),
+        (["eval.tasks=blimp"], "eval.tasks='blimp' is not a list; write 'eval.tasks=[blimp]' (quoted"),
+        (["train.compile=maybe"], "train.compile='maybe' is not true or false; write train.compile=true"),
+        (["train.tokens=null"], "train.tokens cannot be null"),
+        (["+objective.alpah=0.9"], "unknown config key 'objective.alpah' (did you mean objective.alpha?); run "
+                                   "`dualobj config` to list the valid keys"),
+        (["++objective.alpah=0.9"], "unknown config key 'objective.alpah' (did you mean objective.alpha?)"),
+        (["objective.alpah=0.9"], "unknown config key 'objective.alpah' (did you mean objective.alpha?)"),
+        (["+objective.alpha=0.9"], "objective.alpha is already a config key, '+' adds new ones; write "
+                                   "objective.alpha=0.9"),
         (["data.repetitions=0"], "data.repetitions=0.0 must be a whole number >= 1"),
         (["data.repetitions=2.5"], "must be a whole number"),
         (["model=huge"], "unknown option 'huge' for config group 'model'; available: base, paper_470m, small, tiny"),
@@ -81,7 +99,7 @@ def test_every_field_has_a_doc():
     from dataclasses import fields
 
     for cls in (config.ModelConfig, config.DataConfig, config.ObjectiveConfig, config.TrainConfig,
-                config.LoggerConfig, config.Config):
+                config.LoggerConfig, config.EvalConfig, config.Config):
         docs = config.field_docs(cls)
         missing = [f.name for f in fields(cls) if not docs.get(f.name)]
         assert not missing, f"{cls.__name__} fields without a doc: {missing}"
@@ -98,3 +116,62 @@ def test_paper_470m_matches_the_official_parameter_count():
     assert model.num_params() == 468_700_160
     assert model.num_params(non_embedding=True) == 363_791_360
     assert model.embedding.weight is not model.head.emb2vocab.weight  # untied head
+
+
+def test_numbers_take_the_same_forms_everywhere():
+    """1e6 and 1_000_000 for whole numbers, 63/64 for any number: the same run as the plain decimal form."""
+    plain = config.load(["train.tokens=1000000", "objective.alpha=0.984375", "data.repetitions=16"])
+    for forms in (["train.tokens=1e6", "objective.alpha=63/64", "data.repetitions=1.6e1"],
+                  ["train.tokens=1_000_000", "objective.alpha=63 / 64", "data.repetitions=32/2"]):
+        cfg = config.load(forms)
+        assert (cfg.train.tokens, cfg.objective.alpha, cfg.data.repetitions) == (1_000_000, 63 / 64, 16)
+        assert config.run_id(cfg) == config.run_id(plain)
+    assert config.normalize_overrides(["train.tokens=2e3", "objective.alpha=1/2", "model=small", "hydra.x=1"]) == [
+        "train.tokens=2000", "objective.alpha=0.5", "model=small", "hydra.x=1"]
+    assert config.parse_number("63/64") == 63 / 64 and config.parse_number("1/0") is None
+    assert config.parse_number("abc") is None and config.parse_number("1_000") == 1000.0
+
+
+def test_a_plus_cannot_add_a_key_the_schema_lacks():
+    """Before, `+objective.alpah=0.9` was accepted silently: the run id and α stayed as they were."""
+    with pytest.raises(ConfigError, match="did you mean objective.alpha"):
+        config.load(["+objective.alpah=0.9"])
+    assert config.load(["++objective.alpha=0.9"]).objective.alpha == 0.9  # ++ on an existing key: allowed
+
+
+def test_entries_of_a_mapping_field_can_be_added():
+    cfg = config.load(["eval.task_files.hs=/data/hs.jsonl", "+eval.task_files.x=/d/x.jsonl"])
+    assert cfg.eval.task_files == {"hs": "/data/hs.jsonl", "x": "/d/x.jsonl"}
+    with pytest.raises(ConfigError, match="is not a mapping"):
+        config.load(["eval.task_files=x"])
+
+
+def test_apply_overrides_is_as_strict_as_load():
+    """The hook for `dualobj eval`: the same keys, number forms and messages, on a finished config."""
+    base = config.load([])
+    cfg = config.apply_overrides(base, ["eval.limit=2e1", "eval.tasks=[val,lambada]"])
+    assert cfg.eval.limit == 20 and cfg.eval.tasks == ["val", "lambada"] and config.run_id(cfg) == config.run_id(base)
+    for bad, fragment in [(["eval.limit=abc"], "eval.limit='abc' is not a number"),
+                          (["+eval.lmit=3"], "unknown config key 'eval.lmit' (did you mean eval.limit?)"),
+                          (["eval.tasks=blimp"], "is not a list"), (["model=small"], "only key=value overrides"),
+                          (["eval.md_samples=0"], "eval.md_samples=0 must be a positive integer")]:
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            config.apply_overrides(base, bad)
+
+
+def test_a_config_file_round_trips(tmp_path):
+    """`dualobj config` prints YAML that `--config FILE` (and a run's config.yaml) reads back exactly."""
+    import yaml
+
+    cfg = config.load(["model=small", "objective.alpha=3/4", "data.cache_dir=/tmp/c d", "'eval.tasks=[val]'"[1:-1]])
+    path = tmp_path / "c.yaml"
+    path.write_text("run_id: abc\n" + config.to_yaml(cfg))
+    again = config.load(config.file_overrides(path))
+    assert config.run_id(again) == config.run_id(cfg) and again == cfg
+    assert yaml.safe_load(path.read_text())["data"]["cache_dir"] == "/tmp/c d"
+    path.write_text("objective:\n  alpah: 0.9\n")
+    with pytest.raises(ConfigError, match="did you mean objective.alpha"):
+        config.load(config.file_overrides(path))
+    path.write_text("[1, 2]\n")
+    with pytest.raises(ConfigError, match="must be a mapping of sections"):
+        config.file_overrides(path)

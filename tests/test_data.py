@@ -29,6 +29,7 @@ from dualobj.data import (
     train_bpe,
     val_windows,
 )
+from dualobj.data import prepare as prepare_mod
 from dualobj.data import tokens as tokens_mod
 from dualobj.errors import DataError
 
@@ -105,7 +106,7 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[str, str | None, str, list[str]]]:
         ("jsonl", str(tmp_path / "field.jsonl"), "text", ["line 1", "'text'", "'body', 'id'", "data.text_field"]),
         ("jsonl", str(tmp_path / "nonstr.jsonl"), "text", ["line 1", "no string field 'text'"]),
         ("jsonl", None, "text", ["needs data.path"]),
-        ("csv", "x.csv", "text", ["unknown", "wiki, text, textdir, jsonl"]),
+        ("csv", "x.csv", "text", ["unknown", "wiki, text, textdir, jsonl, parquet, tokens, bin"]),
     ]
 
 
@@ -281,8 +282,8 @@ def test_cache_is_reused_without_tokenizing(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("cache miss: re-read or re-tokenized")
 
-    for name in ("read_documents", "train_bpe", "_encode"):
-        monkeypatch.setattr(tokens_mod, name, boom)
+    for name in ("stream_documents", "train_bpe", "_encode"):
+        monkeypatch.setattr(prepare_mod, name, boom)
     t = time.perf_counter()
     b = prepare_corpus(DataConfig(**{**vars(cfg), "repetitions": 16}), 400)  # R is not in the key
     assert time.perf_counter() - t < 0.5
@@ -292,7 +293,9 @@ def test_cache_is_reused_without_tokenizing(tmp_path, monkeypatch):
     assert b.bytes_per_token_val == a.bytes_per_token_val
     with pytest.raises(AssertionError, match="cache miss"):
         prepare_corpus(cfg, 512)  # another vocab size is another key
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [a.key]  # failed build left no temp dir
+    entries = sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir() and p.name != "fingerprints")
+    assert len(entries) == 2 and a.key in entries  # the failed build left only its resumable .partial folder
+    assert next(e for e in entries if e != a.key).endswith(".partial")
 
 
 def test_cache_key_changes_with_inputs(tmp_path):
@@ -318,12 +321,12 @@ def test_corrupt_cache_names_the_folder(tmp_path):
     cfg = small_cfg(tmp_path)
     c = prepare_corpus(cfg, 400)
     folder = tmp_path / "cache" / c.key
-    data = (folder / "train.npy").read_bytes()
-    (folder / "train.npy").write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match="damaged.*train.npy.*delete that folder") as e:
+    data = (folder / "train.bin").read_bytes()
+    (folder / "train.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="damaged.*train.bin.*truncated.*delete that folder") as e:
         prepare_corpus(cfg, 400)
     assert str(folder) in str(e.value)
-    (folder / "train.npy").write_bytes(data)
+    (folder / "train.bin").write_bytes(data)
     (folder / "meta.json").write_text("{")
     with pytest.raises(DataError, match=str(folder)):
         prepare_corpus(cfg, 400)
@@ -340,7 +343,8 @@ def test_lost_rename_race_uses_the_other_entry(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tokens_mod.os, "rename", other_process_won)
     c = prepare_corpus(cfg, 400)
-    assert len(c.train) > 0 and [p.name for p in (tmp_path / "cache").iterdir()] == [c.key]
+    entries = [p.name for p in (tmp_path / "cache").iterdir() if p.is_dir() and p.name != "fingerprints"]
+    assert len(c.train) > 0 and entries == [c.key]
 
 
 def test_wiki_corpus_at_8192(tmp_path):

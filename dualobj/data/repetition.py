@@ -2,9 +2,18 @@
 
 Everything is a pure function of (tokens, unique_tokens, seq_len, seed, sequence index), which is
 what makes a resumed run see exactly the sequences an uninterrupted one would.
+
+Nothing of the size of the corpus is built: an epoch is a permutation of the documents and the
+cumulative lengths of the re-packed stream (O(documents)) plus a permutation of its windows
+(O(windows)); a window's tokens are found by binary search in the cumulative lengths and read from
+the token file (pread, no pages mapped), so drawing a batch reads only that batch's tokens.
 """
 
 from __future__ import annotations
+
+import contextlib
+import mmap
+import os
 
 import numpy as np
 
@@ -15,6 +24,60 @@ def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng([k % 2**64 for k in key])  # SeedSequence needs non-negative ints
 
 
+def _index_dtype(n: int) -> type:
+    return np.int32 if n < 2**31 else np.int64
+
+
+class _Epoch:
+    """One epoch's layout: the document order, where each re-packed document ends, the window order."""
+
+    def __init__(self, doc_lens: np.ndarray, windows: int, seed: int, e: int):
+        n = len(doc_lens)
+        self.order = _rng(seed, e).permutation(n).astype(_index_dtype(n))
+        self.ends = np.cumsum(doc_lens[self.order], dtype=np.int64)  # end of each re-packed document
+        self.windows = _rng(seed, e, 1).permutation(windows).astype(_index_dtype(windows))
+
+    def sources(self, positions: np.ndarray, doc_starts: np.ndarray, doc_lens: np.ndarray) -> np.ndarray:
+        """Indices into the token array of positions in this epoch's stream (binary search per position)."""
+        k = np.searchsorted(self.ends, positions, side="right")  # the re-packed document of each position
+        doc = self.order[k]
+        return positions - (self.ends[k] - doc_lens[doc]) + doc_starts[doc]
+
+
+class _FileTokens:
+    """Token ids read with pread from the file behind a memory map: a read maps no pages, so the windows a
+    long run draws do not pile up in its RSS (the kernel's page cache still keeps the hot parts)."""
+
+    def __init__(self, mm: np.memmap, offset: int):
+        self.dtype, self.offset = mm.dtype, offset
+        self.fd = os.open(mm.filename, os.O_RDONLY)
+
+    @staticmethod
+    def file_offset(a) -> int | None:
+        """Where a 1-D contiguous view of a memory map starts in its file (None: not such a view)."""
+        mp = getattr(a, "_mmap", None)
+        if not isinstance(a, np.memmap) or mp is None or not a.filename or a.ndim != 1 or not a.flags.c_contiguous:
+            return None
+        base = np.frombuffer(mp, dtype=np.uint8).ctypes.data
+        return a.offset - a.offset % mmap.ALLOCATIONGRANULARITY + (a.ctypes.data - base)
+
+    def __del__(self):
+        with contextlib.suppress(AttributeError, OSError):
+            os.close(self.fd)
+
+    def __getitem__(self, src: np.ndarray) -> np.ndarray:
+        flat = src.reshape(-1)
+        cut = np.flatnonzero(np.diff(flat) != 1) + 1  # runs of consecutive ids: one read each
+        begins, ends = np.concatenate([[0], cut]), np.concatenate([cut, [flat.size]])
+        item = self.dtype.itemsize
+        parts = [os.pread(self.fd, (e - b) * item, self.offset + a * item)
+                 for a, b, e in zip(flat[begins].tolist(), begins.tolist(), ends.tolist(), strict=True)]
+        data = b"".join(parts)
+        if len(data) != flat.size * item:
+            raise DataError("the token file shrank while training read it; prepare the corpus again")
+        return np.frombuffer(data, dtype=self.dtype).reshape(src.shape)
+
+
 class RepeatedStream:
     """Windows of seq_len + 1 tokens over the first unique_tokens train tokens, repeated.
 
@@ -23,7 +86,7 @@ class RepeatedStream:
     stream into windows with stride seq_len and shuffles the windows.
     """
 
-    def __init__(self, tokens: np.ndarray, starts: np.ndarray, unique_tokens: int, seq_len: int, seed: int,
+    def __init__(self, tokens, starts: np.ndarray, unique_tokens: int, seq_len: int, seed: int,
                  *, repetitions: float | None = None):
         u, n_train = int(unique_tokens), len(tokens)
         r = f"data.repetitions={repetitions:g} leaves D/R = {u}" if repetitions else f"{u}"
@@ -34,33 +97,29 @@ class RepeatedStream:
             raise DataError(f"{r} unique tokens, under one sequence of seq_len+1 = {seq_len + 1}; "
                             "lower data.repetitions or raise train.tokens")
         self.tokens, self.seq_len, self.seed = tokens, int(seq_len), int(seed)
+        at = _FileTokens.file_offset(tokens)
+        self._read = tokens if at is None else _FileTokens(tokens, at)
         self.unique_tokens = u
         n_docs = int(np.searchsorted(starts, u, side="left"))  # docs that start inside the prefix
         self.doc_starts = np.asarray(starts[:n_docs], dtype=np.int64)
-        self.doc_lens = np.diff(np.append(self.doc_starts, u))
+        self.doc_lens = np.diff(self.doc_starts, append=u).astype(_index_dtype(u))
         self.windows_per_epoch = (u - 1) // self.seq_len
         self.tokens_per_epoch = self.windows_per_epoch * self.seq_len
-        self._epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._epochs: dict[int, _Epoch] = {}
 
     def epoch_of(self, s: int) -> int:
         return int(s) // self.windows_per_epoch
 
     def unique_data(self) -> np.ndarray:
-        """The unique tokens in the fixed doc order (what every epoch re-shuffles)."""
+        """The unique tokens in the fixed doc order (what every epoch re-shuffles); reads them all."""
         return np.asarray(self.tokens[: self.unique_tokens])
 
-    def _epoch(self, e: int) -> tuple[np.ndarray, np.ndarray]:
-        """(stream of this epoch's shuffled docs, window permutation); the last two epochs are kept."""
+    def _epoch(self, e: int) -> _Epoch:
+        """An epoch's layout; the last two are kept (a batch may span an epoch's end)."""
         if e not in self._epochs:
-            order = _rng(self.seed, e).permutation(len(self.doc_starts))
-            lens = self.doc_lens[order]
-            new_starts = np.cumsum(lens) - lens
-            # Token j of the new stream comes from old offset j + (old start - new start) of its doc.
-            src = np.arange(self.unique_tokens) + np.repeat(self.doc_starts[order] - new_starts, lens)
-            stream = np.asarray(self.tokens[src])
             if len(self._epochs) >= 2:
                 self._epochs.pop(min(self._epochs))
-            self._epochs[e] = (stream, _rng(self.seed, e, 1).permutation(self.windows_per_epoch))
+            self._epochs[e] = _Epoch(self.doc_lens, self.windows_per_epoch, self.seed, e)
         return self._epochs[e]
 
     def get(self, indices: np.ndarray) -> np.ndarray:
@@ -73,9 +132,9 @@ class RepeatedStream:
         offsets = np.arange(self.seq_len + 1)
         for e in np.unique(epochs):
             sel = epochs == e
-            stream, perm = self._epoch(int(e))
-            first = perm[idx[sel] % self.windows_per_epoch] * self.seq_len
-            out[sel] = stream[first[:, None] + offsets]
+            ep = self._epoch(int(e))
+            first = ep.windows[idx[sel] % self.windows_per_epoch].astype(np.int64) * self.seq_len
+            out[sel] = self._read[ep.sources(first[:, None] + offsets, self.doc_starts, self.doc_lens)]
         return out
 
 

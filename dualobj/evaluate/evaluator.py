@@ -270,22 +270,14 @@ def headline_of(res: dict) -> dict[str, float]:
 def evaluate(run_dir: str | Path, overrides: list[str] | None = None, skip_missing: bool = False, say=print,
              overwrite: bool = False) -> dict:
     """``dualobj eval RUN_DIR eval.key=value ...``: only eval.* keys may change (the model is fixed)."""
-    from omegaconf import OmegaConf
-
     from dualobj.evaluate.registry import check_task_names
 
     cfg = load_run_config(Path(run_dir))
     overrides = list(overrides or [])
-    bad = [o for o in overrides if not o.startswith("eval.")]
+    bad = [o for o in overrides if not o.lstrip("+").startswith("eval.")]
     if bad:
         raise C.ConfigError(f"dualobj eval takes only eval.* overrides, got {bad}; the trained model is fixed")
-    if overrides:
-        try:
-            merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(overrides))
-            cfg = C.validate(OmegaConf.to_object(merged))
-        except C.ConfigError:
-            raise
-        except Exception as e:
-            raise C.ConfigError(f"bad eval override(s) {overrides}: {' '.join(str(e).split())}") from e
+    if overrides:  # the same strict keys, number forms and one-line errors as `dualobj train`
+        cfg = C.apply_overrides(cfg, overrides)
     check_task_names(list(cfg.eval.tasks), cfg.eval.task_set)
     return Evaluator(run_dir, cfg.eval, cfg).run(skip_missing=skip_missing, say=say, overwrite=overwrite)

@@ -32,7 +32,7 @@ from dualobj.report.analysis import (
 )
 from dualobj.report.checks import check_line, paper_checks
 from dualobj.report.gp import GPFit, fit_gp, plot_gp_surface
-from dualobj.report.load import find_run_dirs, load_curves, load_runs, load_sweep, select_model
+from dualobj.report.load import load_curves, load_runs, load_sweep, select_model
 from dualobj.report.paper import paper_section
 from dualobj.report.plots import plot_curves, plot_heatmap, plot_vs_alpha
 from dualobj.report.tables import (
@@ -45,6 +45,7 @@ from dualobj.report.tables import (
     to_markdown,
 )
 from dualobj.report.write import ReportFiles, status_counts, status_line, write_report
+from dualobj.sweep.status import find_run_dirs
 
 __all__ = [
     "GPFit", "Pivot", "ReportFiles", "Target", "applicable", "cells_frame", "check_line",

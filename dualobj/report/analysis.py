@@ -11,7 +11,8 @@ mix 0<α<1 per R against pure AR and pure MD), over-fitting at the highest R (:f
 Targets (as the paper, one AR-mode and one MD-mode target; see :func:`find_targets`):
 ``ar`` = val/ar_bpb (else val/ar_nll), ``md`` = val/md_bpb (else val/md_elbo), and where the runs have
 them ``eval_ar`` = eval/avg/ar and ``eval_md`` = eval/avg/md (downstream scores, higher is better).
-"Gain" is always signed so that positive means the best mix is better than the reference.
+"Gain" is always signed so that positive means the run named (the best mix, a schedule) is better than
+the reference (:func:`dualobj.report.tables.gain`), in Table 2, the R×α tables and the schedules alike.
 """
 
 from __future__ import annotations
@@ -25,8 +26,18 @@ import pandas as pd
 
 from dualobj.fmt import format_alpha
 from dualobj.report.load import select_model
-from dualobj.report.plots import new_figure, plot_title, save_figure
-from dualobj.report.tables import default_lower_is_better, done_values, format_number, pivot, r_level
+from dualobj.report.plots import count_axis, new_figure, plot_title, save_figure
+from dualobj.report.tables import (
+    best_mix,
+    column_values,
+    default_lower_is_better,
+    done_values,
+    format_number,
+    gain,
+    pivot,
+    r_level,
+    se_metric,
+)
 
 # (target name, candidate metrics in order of preference, inference mode)
 TARGET_CANDIDATES: list[tuple[str, tuple[str, ...], str]] = [
@@ -45,33 +56,66 @@ def has_metric(df: pd.DataFrame, metric: str, model: str | None = None) -> bool:
     return len(done_values(sub, metric)) > 0
 
 
+def signal(df: pd.DataFrame, metric: str, model: str | None = None) -> bool | None:
+    """Whether the values of ``metric`` can be told from chance.
+
+    True for metrics without a chance level (losses) and for a chance-normalised score (0 = chance) when
+    some done run scores beyond two standard errors of 0 (|s| > 2·se, with se from ``eval_se/...``);
+    False ("no signal") when every done run's score is within two standard errors of chance; None
+    (significance unknown) when the runs stored no standard errors for it.
+    """
+    se_col = se_metric(metric)
+    if se_col is None:
+        return True
+    sub, _ = select_model(df, model)
+    done = sub[sub["state"] == "done"] if "state" in sub else sub
+    v, se = column_values(done, metric), column_values(done, se_col)
+    known = v.notna() & se.notna()
+    if (v[known].abs() > 2 * se[known]).any():
+        return True
+    return None if (v.notna() & se.isna()).any() or not known.any() else False
+
+
 @dataclass(frozen=True)
 class Target:
-    """One analysis target: ``name`` (ar, md, eval_ar, eval_md), the metric, its direction, the mode."""
+    """One analysis target: ``name`` (ar, md, eval_ar, eval_md), the metric, its direction, the mode, and
+    whether its values can be told from chance (:func:`signal`: True, False = no signal, None = unknown)."""
 
     name: str
     metric: str
     lower_is_better: bool
     mode: str  # "ar" or "md": which inference mode the target measures
+    signal: bool | None = True
+
+    @property
+    def kind(self) -> str:
+        return "downstream" if self.name.startswith("eval") else "validation"
 
     @property
     def label(self) -> str:
-        kind = "downstream" if self.name.startswith("eval") else "validation"
-        return f"{self.mode.upper()}-mode {kind} target ({self.metric}, {'lower' if self.lower_is_better else 'higher'} is better)"
+        better = "lower" if self.lower_is_better else "higher"
+        return f"{self.mode.upper()}-mode {self.kind} target ({self.metric}, {better} is better)"
 
 
-def find_targets(df: pd.DataFrame, model: str | None = None) -> list[Target]:
+def find_targets(df: pd.DataFrame, model: str | None = None, metrics: list[str] | None = None) -> list[Target]:
     """The targets the runs of ``model`` have values for, in the order ar, md, eval_ar, eval_md.
 
     For each, the first metric of its candidates with a finite value among the done runs is used:
     ar: val/ar_bpb, val/ar_nll; md: val/md_bpb, val/md_elbo; eval_ar: eval/avg/ar; eval_md: eval/avg/md.
+    With ``metrics``, only those candidates are considered (the targets a report was asked for).
     """
     found = []
     for name, candidates, mode in TARGET_CANDIDATES:
-        metric = next((m for m in candidates if has_metric(df, m, model)), None)
+        allowed = [m for m in candidates if metrics is None or m in metrics]
+        metric = next((m for m in allowed if has_metric(df, m, model)), None)
         if metric is not None:
-            found.append(Target(name, metric, default_lower_is_better(metric), mode))
+            found.append(Target(name, metric, default_lower_is_better(metric), mode, signal(df, metric, model)))
     return found
+
+
+def target_metrics() -> set[str]:
+    """Every metric that can be a target of the paper's analysis."""
+    return {m for _, candidates, _ in TARGET_CANDIDATES for m in candidates}
 
 
 def applicable(df: pd.DataFrame, model: str | None = None) -> bool:
@@ -92,25 +136,20 @@ def table2(df: pd.DataFrame, metric: str, model: str | None = None,
 
     Columns: ``best α`` (the best mix, 0 < α < 1, by the mean over seeds of done runs), ``best`` (its
     mean), ``AR (α=1)`` and ``MD (α=0)`` (the pure objectives' means), ``gain vs AR`` and ``gain vs MD``
-    (signed so that positive = the mix is better: reference − best for a loss, best − reference for a
-    score), ``beats both`` (nullable boolean: both gains > 0; ``<NA>`` when a gain is NaN, e.g. α=0 was
-    not run or failed at that R). ``attrs`` holds metric, model and lower_is_better.
+    (:func:`dualobj.report.tables.gain`: positive = the mix is better), ``beats both`` (nullable boolean:
+    both gains > 0; ``<NA>`` when a gain is NaN, e.g. α=0 was not run or failed at that R). The same best
+    mix and gains as the R×α table's ``best mix α`` and ``mix gain`` columns. ``attrs`` holds metric,
+    model and lower_is_better.
     """
     p = pivot(df, metric, model, lower_is_better)
     lower = p.lower_is_better
-    sign = -1.0 if lower else 1.0
-    mixes = [a for a in p.alphas if 0.0 < a < 1.0]
     rows = []
     for r in p.mean.index:
         row = p.mean.loc[r]
-        m = row[mixes].dropna() if mixes else pd.Series(dtype=float)
-        best_a, best = (np.nan, np.nan)
-        if len(m):
-            best_a = float(m.idxmin() if lower else m.idxmax())
-            best = float(m[best_a])
+        best_a, best = best_mix(row, lower)
         ar = float(row[1.0]) if 1.0 in row.index else np.nan
         md = float(row[0.0]) if 0.0 in row.index else np.nan
-        g_ar, g_md = sign * (best - ar), sign * (best - md)
+        g_ar, g_md = gain(best, ar, lower), gain(best, md, lower)
         beats = pd.NA if (math.isnan(g_ar) or math.isnan(g_md)) else bool(g_ar > 0 and g_md > 0)
         rows.append([best_a, best, ar, md, g_ar, g_md, beats])
     out = pd.DataFrame(rows, index=pd.Index(list(p.mean.index), name="R"), columns=TABLE2_COLUMNS)
@@ -203,6 +242,8 @@ def plot_overfit_curves(curves_df: pd.DataFrame, path: str | Path, metric: str =
     if not drawn:
         ax.text(0.5, 0.5, "no pure-AR or mix curves at this R", transform=ax.transAxes, ha="center", va="center")
     ax.set_xlabel({"tokens_seen": "tokens seen", "epochs": "epochs", "step": "step"}[xcol])
+    if xcol == "tokens_seen":
+        count_axis(ax.xaxis)
     ax.set_ylabel(metric)
     ax.set_title(f"{plot_title(metric, model)} at R={r}: over-fitting of pure AR vs the best mix", fontsize=9)
     ax.grid(alpha=0.3)
@@ -212,37 +253,45 @@ def plot_overfit_curves(curves_df: pd.DataFrame, path: str | Path, metric: str =
 
 
 # ----------------------------------------------------------------------------- α schedules
-def schedule_section(runs: pd.DataFrame) -> list[str]:
-    """Markdown comparing α-schedule variants ("tiny+cosine(1->0)") with the best constant α of their base
-    model at the same R, for the AR- and MD-mode validation targets (mean over seeds of done runs)."""
+def schedule_section(runs: pd.DataFrame, metrics: tuple[str, ...] | list[str] = ("val/ar_bpb", "val/md_bpb")) -> list[str]:
+    """Markdown comparing each α-schedule variant ("tiny+cosine(1->0)") with the constant α runs of its base
+    model at the same R only: the best constant α there, and the schedule's gain over it (positive = the
+    schedule is better), per metric (mean over seeds of done runs)."""
     done = runs[runs["state"] == "done"] if "state" in runs else runs
     variants = sorted({m for m in done["model"] if isinstance(m, str) and "+" in m})
     if not variants:
         return []
-    lines = ["## α schedules vs the best constant α", ""]
-    for metric in ("val/ar_bpb", "val/md_bpb"):
-        if metric not in done:
-            continue
-        rows = []
-        base_models = sorted({v.split("+", 1)[0] for v in variants})
-        for base in base_models:
-            vs = [v for v in variants if v.startswith(base + "+")]
-            rs = sorted({r for r in done[done["model"].isin(vs)]["repetitions"].dropna()})
-            consts = done[(done["model"] == base) & done["repetitions"].isin(rs)]
-            best = {}
-            for r in rs:
-                means = consts[consts["repetitions"] == r].groupby("alpha")[metric].mean().dropna()
-                if len(means):
-                    best[r] = (means.idxmin(), means.min())
-            rows.append([f"{base}, best constant α"] + [
-                f"{best[r][1]:.4f} (α={best[r][0]:g})" if r in best else "—" for r in rs])
-            for v in vs:
-                cell = done[done["model"] == v].groupby("repetitions")[metric].mean()
-                rows.append([v] + [
-                    (f"{cell[r]:.4f}" + (f" ({cell[r] - best[r][1]:+.4f})" if r in best else "")) if r in cell else "—"
-                    for r in rs])
-        header = ["run"] + [f"R={r:g}" for r in rs]
-        lines += [f"{metric} (lower is better; in brackets: difference to the best constant α)", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                  *["| " + " | ".join(r) + " |" for r in rows], ""]
+    lines = ["## α schedules vs the best constant α", "",
+             "Each schedule against the constant α runs of the same model at the same R; in brackets its gain over "
+             "the best of them (positive = the schedule is better).", ""]
+    for metric in metrics:
+        if metric in done:
+            lines += _schedule_table(done, variants, metric)
     return lines
+
+
+def _schedule_table(done: pd.DataFrame, variants: list[str], metric: str) -> list[str]:
+    lower = default_lower_is_better(metric)
+    rows = []
+    rs = sorted({r for r in done[done["model"].isin(variants)]["repetitions"].dropna()})
+    for base in sorted({v.split("+", 1)[0] for v in variants}):
+        vs = [v for v in variants if v.startswith(base + "+")]
+        best = {}
+        for r in rs:
+            const = done[(done["model"] == base) & (done["repetitions"] == r)]
+            means = pd.to_numeric(const[metric], errors="coerce").groupby(const["alpha"]).mean().dropna()
+            if len(means):
+                a = means.idxmin() if lower else means.idxmax()
+                best[r] = (a, means[a])
+        rows.append([f"{base}, best constant α"] + [
+            f"{format_number(best[r][1])} (α={format_alpha(best[r][0])})" if r in best else "—" for r in rs])
+        for v in vs:
+            mine = done[done["model"] == v]
+            cell = pd.to_numeric(mine[metric], errors="coerce").groupby(mine["repetitions"]).mean()
+            rows.append([v] + [
+                (format_number(cell[r]) + (f" ({format_number(gain(cell[r], best[r][1], lower), 4, True)})"
+                                           if r in best else "")) if r in cell and not pd.isna(cell[r]) else "—"
+                for r in rs])
+    header = ["run"] + [f"R={r:g}" for r in rs]
+    return [f"{metric} ({'lower' if lower else 'higher'} is better)", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |" for r in rows], ""]

@@ -13,12 +13,21 @@ from dualobj.report.analysis import Target, find_targets, has_metric, table2
 from dualobj.report.load import select_model
 from dualobj.report.tables import format_number, pivot
 
+NO_SIGNAL = "no signal (every score within two standard errors of chance)"
+UNKNOWN_SIGNIFICANCE = "significance unknown: no standard errors stored"
+
 
 def _combine(values: list[bool | None]) -> bool | None:
     vals = [v for v in values if v is not None]
     if not vals:
         return None
     return all(vals)
+
+
+def _verdict(per: dict) -> bool | None:
+    """The finding over its targets: False if a target with signal fails, None if none is computable;
+    targets with no signal never decide it."""
+    return _combine([v["holds"] for v in per.values() if v.get("signal") is not False])
 
 
 def _best_sequence(df: pd.DataFrame, t: Target, model: str | None) -> list[tuple]:
@@ -36,10 +45,10 @@ def _f1(df, targets, model) -> dict:
                 for r, row in tab.iterrows()}
         flags = [v["beats both"] for v in by_r.values()]
         holds = None if all(f is None for f in flags) else all(f for f in flags if f is not None)
-        per[t.name] = {"metric": t.metric, "holds": holds, "by_R": by_r,
+        per[t.name] = {"metric": t.metric, "label": t.label, "signal": t.signal, "holds": holds, "by_R": by_r,
                        "not computable at R": [r for r, v in by_r.items() if v["beats both"] is None]}
     return {"name": "F1", "claim": "at every R some mix 0<α<1 beats both α=0 and α=1",
-            "holds": _combine([v["holds"] for v in per.values()]), "targets": per}
+            "holds": _verdict(per), "targets": per}
 
 
 def _f2(df, targets, model) -> dict:
@@ -47,9 +56,9 @@ def _f2(df, targets, model) -> dict:
     for t in targets:
         seq = _best_sequence(df, t, model)
         holds = None if len(seq) < 2 else all(b[1] <= a[1] + 1e-12 for a, b in zip(seq, seq[1:], strict=False))
-        per[t.name] = {"metric": t.metric, "holds": holds, "sequence": seq}
+        per[t.name] = {"metric": t.metric, "label": t.label, "signal": t.signal, "holds": holds, "sequence": seq}
     return {"name": "F2", "claim": "the best α (over all α run) does not increase with R",
-            "holds": _combine([v["holds"] for v in per.values()]), "targets": per}
+            "holds": _verdict(per), "targets": per}
 
 
 def _f3(df, model) -> dict:
@@ -103,17 +112,19 @@ def _f4(df, targets, model, alpha_tol: float, max_steps: int) -> dict:
                        "|Δ log2-odds|": None if math.isnan(d_odds) or math.isinf(d_odds) else d_odds,
                        "close": bool(abs(a - b) <= alpha_tol + 1e-12 or steps <= max_steps)}
         holds = None if not rows else all(v["close"] for v in rows.values())
-        per[f"{a_name}~{m_name}"] = {"metrics": (ta.metric, tm.metric), "holds": holds, "by_R": rows}
-    return {"name": "F4", "claim": claim, "holds": _combine([v["holds"] for v in per.values()]), "pairs": per,
+        sig = False if False in (ta.signal, tm.signal) else None if None in (ta.signal, tm.signal) else True
+        per[f"{a_name}~{m_name}"] = {"metrics": (ta.metric, tm.metric), "signal": sig, "holds": holds, "by_R": rows}
+    return {"name": "F4", "claim": claim, "holds": _verdict(per), "pairs": per,
             "alpha_tol": alpha_tol, "max_steps": max_steps}
 
 
 def paper_checks(df: pd.DataFrame, model: str | None = None, alpha_tol: float = 0.25,
-                 max_steps: int = 1) -> list[dict]:
+                 max_steps: int = 1, metrics: list[str] | None = None) -> list[dict]:
     """The paper's findings checked on the runs (empirical means over seeds; no GP), one dict each with
-    ``name``, ``claim``, ``holds`` (True / False / None when not computable) and the numbers behind it.
+    ``name``, ``claim``, ``holds`` (True / False / None when not computable) and the numbers behind it,
+    per target (:func:`find_targets`, limited to ``metrics`` when given).
 
-    F1: at every R the best mix 0<α<1 beats both pure objectives, for every target (:func:`find_targets`);
+    F1: at every R the best mix 0<α<1 beats both pure objectives, for every target;
         per target and R: best α, gains, beats both. R levels where α=0 or α=1 has no value are listed
         under "not computable at R" and do not decide the outcome.
     F2: the best α over all α run (pure objectives included) is non-increasing in R, for every target;
@@ -123,10 +134,13 @@ def paper_checks(df: pd.DataFrame, model: str | None = None, alpha_tol: float = 
     F4: per R the best α for the AR-mode target and the MD-mode target (ar vs md, and eval_ar vs eval_md
         when present) are close: |Δα| ≤ ``alpha_tol`` or at most ``max_steps`` positions apart on the
         sorted α values run at that R. |Δ log2-odds| is reported too (None when one is 0 or 1).
-    ``holds`` of F1, F2, F4 is False if any target/pair fails, None if none is computable.
+    ``holds`` of F1, F2, F4 is False if any target/pair with signal fails, None if none is computable. A
+    target whose scores cannot be told from chance (``signal`` False: :func:`dualobj.report.analysis.signal`)
+    is reported as "no signal" and never decides the verdict; ``signal`` None means its significance is
+    unknown (no standard errors stored), and it counts.
     """
     sub, model = select_model(df, model)
-    targets = find_targets(sub, model)
+    targets = find_targets(sub, model, metrics)
     return [_f1(sub, targets, model), _f2(sub, targets, model), _f3(sub, model),
             _f4(sub, targets, model, alpha_tol, max_steps)]
 
@@ -135,37 +149,50 @@ def _mark(holds: bool | None) -> str:
     return {True: "holds", False: "FAILS", None: "not computable"}[holds]
 
 
-def check_line(check: dict) -> str:
-    """One markdown bullet for a :func:`paper_checks` entry."""
-    name, h = check["name"], check["holds"]
-    head = f"- **{name}** ({check['claim']}): **{_mark(h)}**"
-    parts = []
-    if name == "F1":
-        for tn, v in check["targets"].items():
-            gains = ", ".join(
-                f"R={r}: α={format_alpha(x['best α']) if not pd.isna(x['best α']) else '—'} "
-                f"({format_number(x['gain vs AR'], 3, True) or '—'} vs AR, {format_number(x['gain vs MD'], 3, True) or '—'} vs MD)"
-                for r, x in v["by_R"].items())
-            parts.append(f"{tn} [{v['metric']}] {_mark(v['holds'])}: {gains}")
-    elif name == "F2":
-        for tn, v in check["targets"].items():
-            seq = " → ".join(f"{format_alpha(a)} (R={r})" for r, a in v["sequence"])
-            parts.append(f"{tn} [{v['metric']}] {_mark(v['holds'])}: {seq}")
-    elif name == "F3":
-        if h is None:
-            parts.append(check["reason"])
-        else:
-            parts.append(f"R {check['R_low']} → {check['R_high']}: pure AR {check['ar_metric']} "
-                         f"{format_number(check['ar'][0])} → {format_number(check['ar'][1])} ({format_number(check['ar_increase'], 4, True)}), "
-                         f"pure MD {check['md_metric']} {format_number(check['md'][0])} → {format_number(check['md'][1])} "
-                         f"({format_number(check['md_increase'], 4, True)})")
-    elif name == "F4":
-        for pn, v in check["pairs"].items():
-            rows = ", ".join(f"R={r}: {format_alpha(x['ar α'])} vs {format_alpha(x['md α'])} "
-                             f"({x['grid steps']} step{'s' if x['grid steps'] != 1 else ''})"
-                             for r, x in v["by_R"].items())
-            parts.append(f"{pn} {_mark(v['holds'])}: {rows}")
-        if not check["pairs"]:
-            parts.append("needs both an AR-mode and an MD-mode target")
-    return head + ("; " + "; ".join(parts) if parts else "")
+def _target_status(v: dict) -> str:
+    if v.get("signal") is False:
+        return NO_SIGNAL
+    return _mark(v["holds"]) + (f" ({UNKNOWN_SIGNIFICANCE})" if v.get("signal") is None else "")
 
+
+def _f1_detail(v: dict) -> str:
+    return ", ".join(
+        f"R={r}: α={format_alpha(x['best α']) if not pd.isna(x['best α']) else '—'} "
+        f"({format_number(x['gain vs AR'], 3, True) or '—'} vs AR, {format_number(x['gain vs MD'], 3, True) or '—'} vs MD)"
+        for r, x in v["by_R"].items())
+
+
+def _f3_detail(check: dict) -> str:
+    if check["holds"] is None:
+        return check["reason"]
+    return (f"R {check['R_low']} → {check['R_high']}: pure AR {check['ar_metric']} "
+            f"{format_number(check['ar'][0])} → {format_number(check['ar'][1])} ({format_number(check['ar_increase'], 4, True)}), "
+            f"pure MD {check['md_metric']} {format_number(check['md'][0])} → {format_number(check['md'][1])} "
+            f"({format_number(check['md_increase'], 4, True)})")
+
+
+def _f4_detail(v: dict) -> str:
+    return ", ".join(f"R={r}: {format_alpha(x['ar α'])} vs {format_alpha(x['md α'])} "
+                     f"({x['grid steps']} step{'s' if x['grid steps'] != 1 else ''})" for r, x in v["by_R"].items())
+
+
+def check_line(check: dict) -> str:
+    """A markdown bullet for a :func:`paper_checks` entry: the verdict, then one sub-bullet per target (or
+    target pair) with its own status (holds, FAILS, not computable, no signal) and numbers."""
+    name = check["name"]
+    head = f"- **{name}** ({check['claim']}): **{_mark(check['holds'])}**"
+    subs = []
+    if name in ("F1", "F2"):
+        for v in check["targets"].values():
+            detail = _f1_detail(v) if name == "F1" else " → ".join(
+                f"{format_alpha(a)} (R={r})" for r, a in v["sequence"])
+            subs.append(f"{v['label']}: {_target_status(v)}" + (f": {detail}" if v.get("signal") is not False else ""))
+    elif name == "F3":
+        subs.append(_f3_detail(check))
+    else:
+        for pn, v in check["pairs"].items():
+            subs.append(f"{' vs '.join(v['metrics'])} ({pn}): {_target_status(v)}"
+                        + (f": {_f4_detail(v)}" if v.get("signal") is not False else ""))
+        if not check["pairs"]:
+            subs.append("needs both an AR-mode and an MD-mode target")
+    return "\n".join([head, *(f"  - {s}" for s in subs)])

@@ -81,6 +81,11 @@ class GPFit:
         return (f"GP on (log2 R, α) → {self.metric} ({'lower' if self.lower_is_better else 'higher'} is "
                 f"better): R² = {self.r2:.4f}{loo} on {self.n_obs} runs; kernel `{self.kernel}`")
 
+    def figure_title(self) -> str:
+        """The surface figure's title: metric, direction, R² and leave-one-out R² side by side."""
+        loo = "" if self.r2_loo is None else f" (leave-one-out {self.r2_loo:.3f})"
+        return f"{plot_title(self.metric, self.model, self.lower_is_better)}; GP R² = {self.r2:.3f}{loo}"
+
     def markdown(self, digits: int = 4) -> str:
         """The summary line and a table: per R the GP optimum, its predicted value and P(α optimal)."""
         alphas = sorted({float(a) for a in self.observations["alpha"]})
@@ -149,7 +154,8 @@ def fit_gp(df: pd.DataFrame, metric: str, model: str | None = None, lower_is_bet
     latent (noise-free) posterior mean/std on R levels × ``n_alpha`` α values in [0, 1], the optimum of
     the mean per R, and P(α optimal | R): ``n_samples`` joint draws of the latent function (sample_y)
     over the α values run at that R plus the dense optimum; each draw votes for its argmin (argmax when
-    higher is better). Raises ValueError with fewer than 4 observations. BLAS runs single-threaded
+    higher is better). Raises ValueError with fewer than 4 observations or when every value is the same
+    (a constant has no surface, and sklearn would only warn). BLAS runs single-threaded
     during the fit (the matrices are tiny; thread hand-offs made it ~20× slower on a 2-core machine).
     """
     from threadpoolctl import threadpool_limits
@@ -168,6 +174,8 @@ def _fit_gp(df: pd.DataFrame, metric: str, model: str | None, lower_is_better: b
         raise ValueError(f"{len(obs)} done runs with {metric}; the GP needs at least {MIN_GP_RUNS}")
     X = np.column_stack([np.log2(obs["R"].to_numpy(float)), obs["alpha"].to_numpy(float)])
     y = obs["value"].to_numpy(float)
+    if np.ptp(y) <= 1e-12 * max(1.0, float(np.abs(y).max())):
+        raise ValueError(f"all {len(y)} values of {metric} are equal ({y[0]:g}); there is no surface to fit")
     gpr, notes = _fit_regressor(X, y, seed, n_restarts)
 
     pred = gpr.predict(X)
@@ -259,7 +267,7 @@ def plot_gp_surface(gp: GPFit, path: str | Path) -> Path:
     top.set_xlabel("repetitions R (log2 scale)")
     top.set_ylabel("α (AR weight)")
     top.legend(fontsize=7, loc="lower left")
-    top.set_title(f"{plot_title(gp.metric, gp.model, gp.lower_is_better)}; GP R² = {gp.r2:.3f}", fontsize=9)
+    top.set_title(gp.figure_title(), fontsize=9)
 
     n = len(gp.r_levels)
     im = bottom.imshow(gp.p_optimal_dense.to_numpy().T, origin="lower", aspect="auto", cmap="magma_r",

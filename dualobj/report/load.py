@@ -1,48 +1,30 @@
 """Run directories → DataFrames: one row per run (:func:`load_runs`), one row per validation point
 (:func:`load_curves`).
 
-A run's state and reason come from :func:`dualobj.run.run_info` (the one place that decides them), its
-model, R, α and seed from its own config.yaml (summary.json values only fill gaps), and its metrics from
-summary.json when, and only when, the run is done. Only plain files are read; a missing or damaged file
+The runs are those of :func:`dualobj.sweep.status.folder_runs`, the same list `dualobj status` shows:
+every run directory at or under the path and the cells a sweep.json plans that have not started
+(pending). A run's state and reason come from :func:`dualobj.run.run_info` (the one place that decides
+them), its model, R, α and seed from its own config.yaml (a pending cell's from sweep.json; summary.json
+values only fill gaps), and its metrics from summary.json when, and only when, the run is done. Only plain files are read; a missing or damaged file
 never raises: the run is listed with its state (``damaged`` and the reason in ``note``) and NaN metrics.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 
-from dualobj.errors import DualObjError, RunDirError
-from dualobj.run import run_info
+from dualobj.budget import ar_share
+from dualobj.errors import DualObjError
+from dualobj.fmt import format_alpha
+from dualobj.run import RunInfo
+from dualobj.sweep.status import folder_runs
 
 META_COLUMNS = ["run_id", "path", "state", "model", "alpha", "repetitions", "seed", "tokens"]
 STATUS_COLUMNS = ["step", "total_steps", "attempts", "heartbeat", "error", "note"]
 CURVE_COLUMNS = ["run_id", "model", "alpha", "repetitions", "seed", "state", "step", "tokens_seen", "epochs"]
-_RUN_MARKERS = ("status.json", "config.yaml")
-_SKIP_DIRS = {"checkpoints", "wandb", "__pycache__"}
-
-
-# ----------------------------------------------------------------------------- finding run directories
-def find_run_dirs(path: str | Path) -> list[Path]:
-    """Run directories (folders holding status.json or config.yaml) at ``path`` or anywhere below it."""
-    root = Path(path)
-    if not root.is_dir():
-        return []
-    if (root / "status.json").is_file():
-        return [root]
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
-        here = Path(dirpath)
-        if here != root and any(m in filenames for m in _RUN_MARKERS):
-            found.append(here)
-            dirnames[:] = []  # a run dir's sub-folders are its own (checkpoints, ...)
-    if not found and (root / "config.yaml").is_file():
-        return [root]  # a single run that has a config but no status yet
-    return found
 
 
 # ----------------------------------------------------------------------------- one run → one row
@@ -65,27 +47,33 @@ def _as_float(x) -> float | None:
 
 
 def _variant(model, objective: dict) -> str | None:
-    """Runs with a non-constant α schedule get their own tables, e.g. "tiny+cosine(1->0)" next to "tiny"."""
+    """Runs with a non-constant α schedule get their own label, e.g. "tiny+cosine(1->0)" next to "tiny"."""
     kind = objective.get("alpha_schedule", "constant") if isinstance(objective, dict) else "constant"
     if model is None or kind in (None, "constant"):
         return model
-    a, a0 = objective.get("alpha"), objective.get("alpha_start")
+
+    def g(key: str) -> str:
+        x = _number(objective.get(key))
+        if x is None:
+            return "?"
+        return format_alpha(x) if key in ("alpha", "alpha_start") else f"{x:g}"
+
     detail = {
-        "linear": f"{a0:g}->{a:g}", "cosine": f"{a0:g}->{a:g}",
-        "step": f"{a0:g}->{a:g}@{objective.get('alpha_step_epoch', 0):g}ep",
-        "ar_epochs_capped": f"cap {objective.get('ar_epochs_cap', 0):g}",
+        "linear": f"{g('alpha_start')}->{g('alpha')}", "cosine": f"{g('alpha_start')}->{g('alpha')}",
+        "step": f"{g('alpha_start')}->{g('alpha')}@{g('alpha_step_epoch')}ep",
+        "ar_epochs_capped": f"cap {g('ar_epochs_cap')}",
     }.get(kind, "")
     return f"{model}+{kind}({detail})"
 
 
-def _run_record(run_dir: Path) -> dict:
-    """One row of :func:`load_runs` for ``run_dir``; never raises on damaged files."""
-    info = run_info(run_dir)
+def _run_record(info: RunInfo) -> dict:
+    """One row of :func:`load_runs` for a run of :func:`dualobj.sweep.status.folder_runs`; never raises on
+    damaged files."""
     s, st = info.summary() or {}, info.status
     alpha = _as_float(_first(info.alpha, _number(s.get("alpha"))))
     record = {
         "run_id": info.run_id,
-        "path": str(run_dir),
+        "path": str(info.path),
         "state": info.state,
         "model": _variant(_first(info.model, s.get("model")), info.get("objective") or {}),
         "alpha": None if alpha is None else round(alpha, 12),
@@ -98,6 +86,7 @@ def _run_record(run_dir: Path) -> dict:
         "heartbeat": _number(st.get("heartbeat")),
         "error": st.get("error"),
         "note": info.reason,
+        "ar_share": _ar_share(info, s),
     }
     for key, value in s.items():
         if key not in META_COLUMNS and _number(value) is not None:
@@ -105,11 +94,18 @@ def _run_record(run_dir: Path) -> dict:
     return record
 
 
+def _ar_share(info: RunInfo, s: dict) -> float | None:
+    """The AR share of the gradient weight: summary.json's, else from config.yaml (runs older than the field)."""
+    if _number(s.get("ar_share")) is not None:
+        return s["ar_share"]
+    constant = info.get("objective.alpha_schedule") in (None, "constant")
+    a = info.alpha if constant else _number(s.get("alpha_mean"))
+    scale = _number(info.get("objective.ar_loss_scale"))
+    return None if a is None or scale is None else ar_share(a, scale)
+
+
 def _scan(path: str | Path) -> list[tuple[Path, dict]]:
-    run_dirs = find_run_dirs(path)
-    if not run_dirs:
-        raise RunDirError(f"no runs under {path}; run `dualobj sweep ...` first or point to a sweep folder")
-    return [(d, _run_record(d)) for d in run_dirs]
+    return [(info.path, _run_record(info)) for info, _ in folder_runs(path)]
 
 
 # ----------------------------------------------------------------------------- frames

@@ -17,7 +17,7 @@ from dualobj.report.analysis import (
     table2,
     table2_markdown,
 )
-from dualobj.report.checks import check_line, paper_checks
+from dualobj.report.checks import NO_SIGNAL, UNKNOWN_SIGNIFICANCE, check_line, paper_checks
 from dualobj.report.gp import fit_gp, plot_gp_surface
 from dualobj.report.load import select_model
 from dualobj.report.tables import format_number
@@ -25,27 +25,30 @@ from dualobj.report.tables import format_number
 
 def paper_section(runs: pd.DataFrame, curves: pd.DataFrame | None, out_dir: str | Path | None,
                   model: str | None = None, plots: bool = True, prefix: str = "",
-                  n_samples: int = 2000) -> tuple[list[str], list[Path]]:
+                  n_samples: int = 2000, metrics: list[str] | None = None) -> tuple[list[str], list[Path]]:
     """The "Paper analysis" markdown lines for one model and the figures written to ``out_dir``
     (``{prefix}gp_<target>.png`` per target, ``{prefix}overfit_curves.png``; none when ``plots`` is False
-    or ``out_dir`` is None). Returns ([] , []) when :func:`applicable` is False. A GP that cannot be fitted
-    (fewer than 4 done runs, or an error) becomes a one-line note."""
+    or ``out_dir`` is None), for the targets among ``metrics`` (all targets found when None). Returns
+    ([], []) when :func:`applicable` is False or no target is left. A GP that cannot be fitted (fewer
+    than 4 done runs, constant values, a target with no signal, or an error) becomes a one-line note."""
     sub, model = select_model(runs, model)
-    if not applicable(sub, model):
+    targets = find_targets(sub, model, metrics) if applicable(sub, model) else []
+    if not targets:
         return [], []
     out = Path(out_dir) if out_dir is not None and plots else None
-    targets = find_targets(sub, model)
     text = [f"## Paper analysis{' — ' + model if model else ''}", "",
             "Table 2 per target: the best mix 0<α<1 per R against pure AR (α=1) and pure MD (α=0); "
             "gains are positive when the mix is better.", ""]
     for t in targets:
-        text += [f"### Table 2 — {t.label}", "", table2_markdown(sub, t.metric, model, t.lower_is_better), ""]
+        text += [f"### Table 2 — {t.label}", "", *_signal_note(t),
+                 table2_markdown(sub, t.metric, model, t.lower_is_better), ""]
     files: list[Path] = []
     for t in targets:
         lines, figs = _gp_part(sub, t, model, n_samples, out, prefix)
         text += lines
         files += figs
-    text += ["### Checks of the paper's findings", "", *[check_line(c) for c in paper_checks(sub, model)], ""]
+    checks = paper_checks(sub, model, metrics=[t.metric for t in targets])
+    text += ["### Checks of the paper's findings", "", *[check_line(c) for c in checks], ""]
     if curves is not None and len(curves):
         lines, figs = _overfit_part(sub, curves, targets, model, out, prefix)
         text += lines
@@ -57,6 +60,8 @@ def _gp_part(runs: pd.DataFrame, t: Target, model: str | None, n_samples: int, o
              prefix: str) -> tuple[list[str], list[Path]]:
     """The GP surface of target ``t``: summary, table, optimiser notes and (when ``out``) its figure."""
     text = [f"### GP surface — {t.label}", ""]
+    if t.signal is False:
+        return text + [f"GP fit skipped for {t.metric}: {NO_SIGNAL}.", ""], []
     try:
         gp = fit_gp(runs, t.metric, model, t.lower_is_better, n_samples=n_samples)
     except Exception as e:  # noqa: BLE001 - a failed fit is reported, never fatal to the report
@@ -68,6 +73,14 @@ def _gp_part(runs: pd.DataFrame, t: Target, model: str | None, n_samples: int, o
         return text, []
     f = plot_gp_surface(gp, out / f"{prefix}gp_{t.name}.png")
     return text + [f"![GP surface, {t.metric}]({f.name})", ""], [f]
+
+
+def _signal_note(t: Target) -> list[str]:
+    if t.signal is False:
+        return [f"**{NO_SIGNAL[0].upper() + NO_SIGNAL[1:]}**: these differences are noise.", ""]
+    if t.signal is None:
+        return [f"Scores of chance-normalised tasks, {UNKNOWN_SIGNIFICANCE}.", ""]
+    return []
 
 
 def _overfit_metric(curves: pd.DataFrame, ar_target: Target | None) -> str | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dualobj.fmt import format_alpha
+from dualobj.fmt import format_alpha, si
 from dualobj.report.load import select_model
 from dualobj.report.tables import default_lower_is_better, format_number, pivot
 
@@ -33,6 +33,24 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
+def count_axis(axis) -> None:
+    """Large counts (tokens seen) on a matplotlib axis as 25k, 1.5M with at most five ticks, so that even a
+    narrow panel stays readable."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(nbins=5, min_n_ticks=3))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: si(v)))
+
+
+def series_colors(keys: list, cmap: str = "viridis") -> dict:
+    """One colour per key from a dark-to-light colour map, stopping before its palest part (every line
+    stays visible on white)."""
+    from matplotlib import colormaps
+
+    cm = colormaps[cmap]
+    return {k: cm(0.85 * i / max(len(keys) - 1, 1)) for i, k in enumerate(keys)}
+
+
 def plot_title(metric: str, model: str | None, lower: bool | None = None) -> str:
     """E.g. ``tiny: val/ar_nll (lower is better)``; the direction only when ``lower`` is given."""
     better = "" if lower is None else f" ({'lower' if lower else 'higher'} is better)"
@@ -43,15 +61,13 @@ def plot_title(metric: str, model: str | None, lower: bool | None = None) -> str
 def plot_vs_alpha(df: pd.DataFrame, path: str | Path, metric: str = "val/ar_nll", model: str | None = None) -> Path:
     """``metric`` against α (categorical axis, so 0, 1/256, ..., 1 are evenly spaced), one line per R;
     error bars are the std over seeds, a star marks each row's best α. Returns ``path``."""
-    from matplotlib import colormaps
-
     p = pivot(df, metric, model)
     fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     x = np.arange(len(p.alphas))
-    cmap = colormaps["viridis"]
-    for i, r in enumerate(p.mean.index):
-        color = cmap(i / max(len(p.mean.index) - 1, 1))
+    colors = series_colors(list(p.mean.index))
+    for r in p.mean.index:
+        color = colors[r]
         y, e = p.mean.loc[r].to_numpy(float), p.std.loc[r].to_numpy(float)
         ok = ~np.isnan(y)
         ax.errorbar(x[ok], y[ok], yerr=np.nan_to_num(e[ok]), marker="o", ms=4, capsize=2, color=color, label=f"R={r}")
@@ -113,8 +129,6 @@ def plot_curves(curves: pd.DataFrame, path: str | Path, metric: str = "val/ar_nl
                 model: str | None = None) -> Path:
     """Validation ``metric`` against tokens seen from :func:`load_curves`: one panel per R, one line per
     run coloured by α; a dot marks each run's minimum, so over-fitting shows as the rise after it."""
-    from matplotlib import colormaps
-
     sub, model = select_model(curves, model)
     if metric in sub:
         sub = sub[pd.to_numeric(sub[metric], errors="coerce").notna() & sub["repetitions"].notna()]
@@ -126,8 +140,7 @@ def plot_curves(curves: pd.DataFrame, path: str | Path, metric: str = "val/ar_nl
     fig = new_figure(3.4 * ncols + 0.8, 2.8 * nrows)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False, sharey=True)).ravel()
     alphas = sorted(sub["alpha"].dropna().unique()) if len(sub) else []
-    cmap = colormaps["coolwarm"]
-    colors = {a: cmap(i / max(len(alphas) - 1, 1)) for i, a in enumerate(alphas)}
+    colors = series_colors(alphas, "plasma")
     for ax, r in zip(axes, reps, strict=False):
         seen = set()
         for _, run in sub[sub["repetitions"] == r].groupby("run_id", sort=False):
@@ -143,6 +156,7 @@ def plot_curves(curves: pd.DataFrame, path: str | Path, metric: str = "val/ar_nl
             ax.plot([x[k]], [y[k]], "o", ms=6, color=color, markeredgecolor="black")
         ax.set_title(f"R={int(r) if float(r).is_integer() else r}", fontsize=9)
         ax.set_xlabel("tokens seen")
+        count_axis(ax.xaxis)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax in axes[len(reps):]:

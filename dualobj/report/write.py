@@ -1,5 +1,6 @@
 """The whole report over a sweep: :func:`write_report` writes every table, plot and report.md, and
-returns the written paths with the report text (status line, tables, paper analysis, runs not done)."""
+returns the written paths with the report text (status line, sign convention, tables, paper analysis,
+α schedules, runs not done)."""
 
 from __future__ import annotations
 
@@ -11,32 +12,29 @@ import pandas as pd
 
 from dualobj.errors import DualObjError, RunDirError
 from dualobj.fmt import format_alpha
-from dualobj.report.analysis import schedule_section
+from dualobj.report.analysis import schedule_section, target_metrics
 from dualobj.report.load import load_sweep
 from dualobj.report.paper import paper_section
 from dualobj.report.plots import plot_curves, plot_heatmap, plot_title, plot_vs_alpha
-from dualobj.report.tables import cells_frame, pivot, to_csv, to_latex, to_markdown
-from dualobj.run import STATES
+from dualobj.report.search import search_section
+from dualobj.report.tables import SIGN_CONVENTION, cells_frame, legend, pivot, to_csv, to_latex, to_markdown
+from dualobj.sweep.status import counts_line, state_counts
 
 DEFAULT_METRICS = ["val/ar_nll", "val/md_elbo"]
 OPTIONAL_METRICS = ["eval/avg/ar", "eval/avg/md"]
 FORMATS = ("md", "csv", "tex")
-_ALWAYS_COUNTED = ("done", "failed", "running", "pending")  # shown in the status line even when 0
-_STATE_ORDER = _ALWAYS_COUNTED + tuple(s for s in STATES if s not in _ALWAYS_COUNTED)
 
 
 # ----------------------------------------------------------------------------- status
 def status_counts(df: pd.DataFrame) -> dict[str, int]:
-    """Runs per state: done, failed, running, pending always; the other :data:`dualobj.run.STATES` (dead,
-    damaged, interrupted) when present, in that order."""
-    counts = df["state"].value_counts().to_dict() if len(df) else {}
-    order = _STATE_ORDER + tuple(sorted(set(counts) - set(_STATE_ORDER)))
-    return {s: int(counts.get(s, 0)) for s in order if s in _ALWAYS_COUNTED or counts.get(s)}
+    """Runs per state, as `dualobj status` counts them (:func:`dualobj.sweep.status.state_counts`): done,
+    failed, running, pending always; the other :data:`dualobj.run.STATES` when present."""
+    return state_counts(df["state"] if len(df) else [])
 
 
 def status_line(df: pd.DataFrame) -> str:
-    """E.g. ``12 runs: 9 done, 1 failed, 1 running, 1 pending, 1 dead``."""
-    return f"{len(df)} runs: " + ", ".join(f"{n} {s}" for s, n in status_counts(df).items())
+    """E.g. ``12 runs: 9 done, 1 failed, 1 running, 1 pending, 1 dead`` (the line `dualobj status` prints)."""
+    return counts_line(df["state"] if len(df) else [])
 
 
 def _not_done_lines(runs: pd.DataFrame, limit: int = 20) -> list[str]:
@@ -61,32 +59,38 @@ class ReportFiles(list):
 
 
 def write_report(path: str | Path, metrics: list[str] | None = None, formats: Iterable[str] = FORMATS,
-                 out_dir: str | Path | None = None, plots: bool = True) -> ReportFiles:
+                 out_dir: str | Path | None = None, plots: bool = True, analysis: bool | None = None) -> ReportFiles:
     """Tables and plots for every model size × metric of the runs under ``path``.
 
-    ``metrics`` defaults to val/ar_nll and val/md_elbo, plus eval/avg/ar and eval/avg/md when present.
-    ``formats`` is any of md, csv, tex; md also writes ``report.md`` with every table and the status
-    counts. Plots (PNG: metric vs α, heatmap, validation curves for val/* metrics) are written unless
-    ``plots=False``. Files go to ``out_dir`` (default ``<path>/report/``). Returns the written paths as
-    a list whose ``markdown`` attribute is the report text (status line, tables, runs not done).
+    The runs are those `dualobj status` lists (:func:`dualobj.sweep.status.folder_runs`), pending cells
+    of a sweep plan included. ``metrics`` defaults to val/ar_nll and val/md_elbo, plus eval/avg/ar and
+    eval/avg/md when present. ``formats`` is any of md, csv, tex; md also writes ``report.md`` with every
+    table and the status counts. Plots (PNG: metric vs α, heatmap, validation curves for val/* metrics)
+    are written unless ``plots=False``. Files go to ``out_dir`` (default ``<path>/report/``). Returns the
+    written paths as a list whose ``markdown`` attribute is the report text (status line, sign convention,
+    tables, runs not done).
 
-    When a model's done runs span ≥ 2 R levels and include α=0 and α=1, the report adds a "Paper
-    analysis" section (:func:`dualobj.report.paper.paper_section`): Table 2 for the AR- and MD-mode
-    targets, the GP fit (R², optimum and P(α optimal) per R), checks F1–F4 and, with plots,
-    ``gp_<target>.png`` and ``overfit_curves.png`` (prefixed with the model name when the runs hold
-    several model sizes).
+    Runs with an α schedule get no R×α table of their own: each is compared with the constant α runs of
+    its model at the same R (:func:`dualobj.report.analysis.schedule_section`).
+
+    The "Paper analysis" section (:func:`dualobj.report.paper.paper_section`: Table 2, the GP fit, checks
+    F1–F4 and, with plots, ``gp_<target>.png`` and ``overfit_curves.png``, prefixed with the model name
+    when the runs hold several model sizes) needs done runs at ≥ 2 R levels including α=0 and α=1. It is
+    written for every target when ``analysis`` is True, never when False, and by default (None) for the
+    targets among explicitly requested ``metrics`` (e.g. ``-m val/ar_bpb -m val/md_bpb``).
     """
     formats = _check_formats(formats)
-    if not Path(path).exists():
-        raise RunDirError(f"{path} does not exist; give a sweep folder or run directory such as runs/smoke")
     runs, curves = load_sweep(path)
+    asked = metrics is not None
     metrics = _pick_metrics(runs, metrics)
-    out = Path(out_dir) if out_dir is not None else Path(path) / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = _out_folder(Path(out_dir) if out_dir is not None else Path(path) / "report")
+    targets = _analysis_targets(analysis, metrics if asked else None)
 
     files = ReportFiles()
-    text = [f"# dualobj report: {path}", "", status_line(runs), ""]
-    models = sorted({m for m in runs["model"] if isinstance(m, str)}) or [None]
+    text = [f"# dualobj report: {path}", "", status_line(runs), "", SIGN_CONVENTION, ""]
+    labels = {m for m in runs["model"] if isinstance(m, str)}
+    models = sorted(m for m in labels if "+" not in m) or ([] if labels else [None])  # "+": an α schedule
+    several = len(models) > 1
     for model in models:
         sub = runs[runs["model"] == model] if model is not None else runs
         csub = curves[curves["model"] == model] if model is not None and len(curves) else curves
@@ -94,11 +98,14 @@ def write_report(path: str | Path, metrics: list[str] | None = None, formats: It
             lines, written = _metric_part(sub, csub, model, metric, formats, out, plots)
             text += lines
             files += written
-        prefix = _slug(model) + "_" if len(models) > 1 else ""
-        lines, figs = _paper_analysis(sub, csub, out, model, plots, prefix)
-        text += lines
-        files += figs
-    text += schedule_section(runs)
+        if targets is not False:
+            lines, figs = _paper_analysis(sub, csub, out, model, plots, _slug(model) + "_" if several else "", targets)
+            text += lines
+            files += figs
+    text += schedule_section(runs, metrics)
+    lines, figs = search_section(path, out, plots)  # a search folder's trace (dualobj/sweep/search.py)
+    text += lines
+    files += figs  # in place: files stays a ReportFiles
     not_done = _not_done_lines(runs)
     if not_done:
         text += ["## Runs not done", "", *not_done, ""]
@@ -106,6 +113,22 @@ def write_report(path: str | Path, metrics: list[str] | None = None, formats: It
     if "md" in formats:
         files.insert(0, _write(out / "report.md", files.markdown))
     return files
+
+
+def _analysis_targets(analysis: bool | None, asked: list[str] | None) -> list[str] | None | bool:
+    """What the paper analysis is written for: False = nothing, None = every target found, else the
+    target metrics among those asked for."""
+    if analysis is not None:
+        return None if analysis else False
+    chosen = [m for m in asked or [] if m in target_metrics()]
+    return chosen or False
+
+
+def _out_folder(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"report folder {out} is a file; give --out a folder (it is created when missing)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _check_formats(formats: Iterable[str]) -> list[str]:
@@ -134,7 +157,7 @@ def _metric_part(runs: pd.DataFrame, curves: pd.DataFrame, model: str | None, me
     stem = _slug(model, metric)
     md = to_markdown(p)
     better = "lower" if p.lower_is_better else "higher"
-    text = [f"## {model + ' — ' if model else ''}{metric} ({better} is better)", "", md, ""]
+    text = [f"## {model + ' — ' if model else ''}{metric} ({better} is better)", "", md, "", legend(p), ""]
     files: list[Path] = []
     if "md" in formats:
         files.append(_write(out / f"{stem}.md", f"# {plot_title(metric, model, p.lower_is_better)}\n\n{md}\n"))
@@ -154,11 +177,11 @@ def _metric_part(runs: pd.DataFrame, curves: pd.DataFrame, model: str | None, me
 
 
 def _paper_analysis(runs: pd.DataFrame, curves: pd.DataFrame, out: Path, model: str | None, plots: bool,
-                    prefix: str) -> tuple[list[str], list[Path]]:
-    """:func:`paper_section` when the runs span ≥ 2 R levels with α=0 and α=1; a failure becomes a note
-    instead of a crash."""
+                    prefix: str, metrics: list[str] | None) -> tuple[list[str], list[Path]]:
+    """:func:`paper_section` for the targets among ``metrics`` (None: all); a failure becomes a note instead
+    of a crash."""
     try:
-        return paper_section(runs, curves, out, model, plots=plots, prefix=prefix)
+        return paper_section(runs, curves, out, model, plots=plots, prefix=prefix, metrics=metrics)
     except Exception as e:  # noqa: BLE001 - the analysis must never break the report
         title = f"## Paper analysis{' — ' + model if model else ''}"
         return [title, "", f"Paper analysis failed: {type(e).__name__}: {e}", ""], []

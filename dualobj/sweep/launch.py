@@ -14,7 +14,7 @@ from pathlib import Path
 from dualobj import config as C
 from dualobj.errors import ConfigError
 from dualobj.sweep.plan import Cell
-from dualobj.sweep.spec import SweepSpec, value_text
+from dualobj.sweep.spec import SweepSpec, parallel_jobs, value_text
 
 
 def launcher_overrides(spec: SweepSpec, hydra_args: list[str], n_cpus: int | None = None) -> tuple[list[str], int]:
@@ -23,14 +23,13 @@ def launcher_overrides(spec: SweepSpec, hydra_args: list[str], n_cpus: int | Non
     name = chosen or spec.launcher.get("name", "basic")
     ov = [] if chosen else [f"hydra/launcher={name}"]
     threads = 0
+    given = next((a.split("=", 1)[1] for a in hydra_args if a.startswith("hydra.launcher.n_jobs=")), None)
+    jobs = parallel_jobs(given) if given is not None else spec.launcher.get("jobs", 2)
     if name == "joblib":
-        jobs = spec.launcher.get("jobs", 2)
-        if not any(a.startswith("hydra.launcher.n_jobs=") for a in hydra_args):
+        if given is None:
             ov.append(f"hydra.launcher.n_jobs={jobs}")
-        else:
-            jobs = int(next(a for a in hydra_args if a.startswith("hydra.launcher.n_jobs=")).split("=")[1])
         # Two 1-thread jobs beat one 2-thread job on a 2-core machine; never oversubscribe.
-        threads = max(1, (n_cpus or os.cpu_count() or 1) // max(1, jobs))
+        threads = max(1, (n_cpus or os.cpu_count() or 1) // jobs)
     for k, v in spec.launcher.items():
         if k not in ("name", "jobs") and not any(a.startswith(f"hydra.launcher.{k}=") for a in hydra_args):
             ov.append(f"hydra.launcher.{k}={value_text(v)}")
@@ -142,7 +141,7 @@ def launch(cells: list[Cell], spec: SweepSpec, out_dir: Path, hydra_args: list[s
         extra = [f"out={c.cfg.out}", "train.progress=false"]
         if threads and not any(o.startswith("train.threads=") for o in c.overrides):
             extra.append(f"train.threads={threads}")
-        job_ov.append([*c.overrides, *extra])
+        job_ov.append([*C.normalize_overrides(c.overrides), *extra])  # Hydra itself composes each job
     hydra, master = _master(spec, out_dir, launcher_ov)
     task = functools.partial(run_cell, max_attempts=1 + spec.retries)
     launcher = Plugins.instance().instantiate_launcher(

@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,9 @@ import yaml
 from dualobj import config as C
 from dualobj.errors import ConfigError
 
-SPEC_KEYS = {"name", "description", "fixed", "axes", "cells", "launcher", "retries", "throughput"}
+SPEC_KEYS = {"name", "description", "fixed", "axes", "cells", "launcher", "retries", "throughput", "search"}
+SEARCH_KEYS = {"metric", "goal", "axis", "space", "values", "range", "step", "conditions", "initial", "budget",
+               "batch", "seed"}
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
 
 
@@ -46,12 +47,35 @@ class SweepSpec:
     launcher: dict = field(default_factory=lambda: {"name": "basic"})
     retries: int = 1
     throughput: dict[str, float] = field(default_factory=dict)
+    search: SearchSpec | None = None  # the adaptive search of a `search:` block (dualobj/sweep/search.py)
+
+
+@dataclass
+class SearchSpec:
+    """A sweep file's ``search:`` block: which α is best at each R, found with a handful of cells."""
+
+    metric: str  # the summary metric to optimise, e.g. val/ar_bpb or eval/avg/ar
+    goal: str  # min or max (default: min for losses, i.e. names with nll, elbo, loss, bpb or ppl; else max)
+    values: list[float]  # the allowed values of the searched axis, ascending (`values:`, or `range:` with `step:`)
+    conditions: list[float]  # the data.repetitions levels held as conditions: the best value is sought at each
+    initial: dict[float, list[float]]  # the initial design: per condition level, the values trained first
+    budget: int  # cells the search may train in all, the initial design included
+    batch: int  # cells proposed per round (default: the launcher's parallel jobs)
+    axis: str = "objective.alpha"  # the searched config key (objective.alpha is the only one for now)
+    space: str = "alpha"  # alpha: values are objective.alpha; ar_share: values are the AR share of the gradient
+    seed: int = 0  # random state of the GP fit and of its posterior samples
+
+    @property
+    def design_size(self) -> int:
+        """Cells in the initial design."""
+        return sum(len(v) for v in self.initial.values())
 
 
 def value_text(v: Any) -> str:
-    """An override value: '63/64' style fractions become floats; lists/None in Hydra syntax."""
-    if isinstance(v, str) and re.fullmatch(r"\s*\d+\s*/\s*\d+\s*", v):
-        return repr(float(Fraction(v.replace(" ", ""))))
+    """An override value in Hydra syntax: '63/64' style fractions as floats, lists as [a,b], None as null. A
+    fraction that is no number (1/0) stays as written, for the config to refuse in one line."""
+    if isinstance(v, str) and re.fullmatch(r"\s*\d+\s*/\s*\d+\s*", v) and C.parse_number(v) is not None:
+        return repr(C.parse_number(v))
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -125,12 +149,17 @@ def _grid(p: Path, raw: dict) -> tuple[list[str], dict, list[dict]]:
     cells = raw.get("cells") or []
     if not isinstance(cells, list) or not all(isinstance(c, dict) and c for c in cells):
         raise ConfigError(f"sweep file {p}: 'cells' must be a list of mappings like {{objective.alpha: 0.5}}")
-    if not axes and not cells:
+    if not axes and not cells and "search" not in raw:
         raise ConfigError(f"sweep file {p} has neither 'axes' nor 'cells'; add at least one")
     keys = [o.split("=", 1)[0] for o in fixed] + [str(k) for k in axes] + [str(k) for c in cells for k in c]
     if bad := sorted({k for k in keys if _unsafe_key(k)}):
         raise ConfigError(f"sweep file {p}: key(s) {bad} may not be set by a sweep file (hydra settings and "
                           "keys starting with '_'); use the 'launcher' section or hydra.launcher.*= on the command line")
+    for k in dict.fromkeys(keys):
+        try:
+            C.schema_key(k)
+        except ConfigError as e:
+            raise ConfigError(f"sweep file {p}: {e}") from e
     return fixed, axes, cells
 
 
@@ -153,7 +182,130 @@ def _launcher(p: Path, raw: dict) -> dict:
     known = sorted({*LAUNCHERS, *(f.stem for f in (C.CONF_DIR / "hydra" / "launcher").glob("*.yaml"))})
     if lname not in known:
         raise ConfigError(f"sweep file {p}: unknown launcher {lname!r}; use one of {', '.join(known)}")
+    jobs = launcher.get("jobs", 2)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"sweep file {p}: launcher jobs={jobs!r} must be a whole number >= 1 "
+                          "(parallel processes); e.g. {name: joblib, jobs: 2}")
     return launcher
+
+
+def _numbers(p: Path, what: str, x: Any) -> list[float]:
+    """A YAML list of numbers (fractions such as 1/16 allowed), or a one-line ConfigError naming ``what``."""
+    vals = [None if isinstance(v, bool) else C.parse_number(str(v)) for v in x] if isinstance(x, list) else [None]
+    if any(v is None for v in vals):
+        raise ConfigError(f"sweep file {p}: search {what} must be a list of numbers such as [0, 1/2, 1], got {x!r}")
+    return [round(v, 12) for v in vals]
+
+
+def _search_domain(p: Path, s: dict) -> list[float]:
+    """The allowed values of the searched axis: ``values: [...]``, or ``range: [low, high]`` every ``step``."""
+    if ("values" in s) == ("range" in s):
+        raise ConfigError(f"sweep file {p}: the search block needs exactly one of 'values: [0, 1/2, 1]' and "
+                          "'range: [0, 1]' (with 'step: 1/16')")
+    if "values" in s:
+        vals = _numbers(p, "values", s["values"])
+    else:
+        ends, step = _numbers(p, "range", s["range"]), C.parse_number(str(s.get("step", "1/16")))
+        if len(ends) != 2 or step is None or step <= 0:
+            raise ConfigError(f"sweep file {p}: search range must be [low, high] with step > 0, e.g. range: [0, 1] "
+                              "and step: 1/16")
+        n = int((ends[1] - ends[0]) / step + 1e-9) + 1 if ends[1] >= ends[0] else 0
+        vals = [round(ends[0] + k * step, 12) for k in range(n)] + ends[1:] * (n > 0)
+    vals = sorted(set(vals))
+    if not vals:
+        raise ConfigError(f"sweep file {p}: the search domain is empty; list values (values: [0, 1/2, 1]) or give "
+                          "a range with low <= high (range: [0, 1])")
+    if vals[0] < 0 or vals[-1] > 1:
+        raise ConfigError(f"sweep file {p}: search values must lie in [0, 1] (an AR weight or AR share); "
+                          f"got {vals[0]:g} .. {vals[-1]:g}")
+    return vals
+
+
+def _search_design(p: Path, s: dict, values: list[float], levels: list[float]) -> dict[float, list[float]]:
+    """The initial design: one list for every condition level, or a mapping level -> list (default: the
+    domain's ends and middle value at every level)."""
+    init = s.get("initial", [values[0], values[len(values) // 2], values[-1]])
+    per = {lv: init for lv in levels} if isinstance(init, list) else init
+    if not isinstance(per, dict):
+        raise ConfigError(f"sweep file {p}: search initial must be a list of values (used at every condition) or "
+                          "a mapping like {1: [0, 1], 64: [0, 1/2]}")
+    design = {}
+    for key, got in per.items():
+        lv = C.parse_number(str(key))
+        if lv not in levels:
+            raise ConfigError(f"sweep file {p}: search initial names data.repetitions={key} which is not among the "
+                              f"conditions {levels}; use one of them")
+        vals = _numbers(p, "initial", got)
+        if off := [v for v in vals if v not in values]:
+            raise ConfigError(f"sweep file {p}: search initial value(s) {off} are not in the search domain; pick "
+                              "them from its values (or its range at its step)")
+        design[lv] = sorted(set(vals))
+    return design
+
+
+def _search_checks(p: Path, raw: dict, s: Any, fixed: list[str]) -> None:
+    """A search block is a mapping of known keys, and nothing else in the file sets what it searches."""
+    if not isinstance(s, dict):
+        raise ConfigError(f"sweep file {p}: 'search' must be a mapping like {{metric: val/ar_bpb, values: [0, 1/2, 1], "
+                          "conditions: {data.repetitions: [1, 4]}, budget: 8}")
+    if unknown := sorted(set(s) - SEARCH_KEYS):
+        raise ConfigError(f"sweep file {p}: unknown search key(s) {unknown}; allowed: {sorted(SEARCH_KEYS)}")
+    if raw.get("axes") or raw.get("cells"):
+        raise ConfigError(f"sweep file {p}: a search takes its cells from the search block; remove 'axes' and "
+                          "'cells' (fixed settings go in 'fixed')")
+    if set_here := sorted({o.split("=", 1)[0] for o in fixed} & {"objective.alpha", "data.repetitions"}):
+        raise ConfigError(f"sweep file {p}: 'fixed' sets {set_here}, which the search chooses; remove them")
+    if s.get("axis", "objective.alpha") != "objective.alpha":
+        raise ConfigError(f"sweep file {p}: search axis {s.get('axis')!r} cannot be searched; use objective.alpha")
+    if s.get("space", "alpha") not in ("alpha", "ar_share"):
+        raise ConfigError(f"sweep file {p}: search space {s.get('space')!r} must be alpha (objective.alpha) or "
+                          "ar_share (the AR share of the gradient weight)")
+    if not isinstance(s.get("metric"), str) or not s["metric"]:
+        raise ConfigError(f"sweep file {p}: the search needs a metric to optimise, e.g. metric: val/ar_bpb")
+    if s.get("goal", "min") not in ("min", "max"):
+        raise ConfigError(f"sweep file {p}: search goal {s.get('goal')!r} must be min or max")
+
+
+def _whole(p: Path, what: str, x: Any, low: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or x < low:
+        raise ConfigError(f"sweep file {p}: search {what}={x!r} must be a whole number >= {low}")
+    return x
+
+
+def _search(p: Path, raw: dict, fixed: list[str], launcher: dict) -> SearchSpec:
+    """The ``search:`` block, checked: every problem is one line, before anything trains."""
+    from dualobj.report.tables import default_lower_is_better
+
+    s = raw["search"]
+    _search_checks(p, raw, s, fixed)
+    cond = s.get("conditions")
+    if not isinstance(cond, dict) or list(cond) != ["data.repetitions"]:
+        raise ConfigError(f"sweep file {p}: search conditions must be {{data.repetitions: [1, 4, 16, 64]}} "
+                          "(the only condition axis for now)")
+    levels = sorted(set(_numbers(p, "conditions", cond["data.repetitions"])))
+    if not levels or levels[0] < 1:
+        raise ConfigError(f"sweep file {p}: search conditions need at least one data.repetitions level >= 1")
+    values = _search_domain(p, s)
+    design = _search_design(p, s, values, levels)
+    size = sum(len(v) for v in design.values())
+    budget = _whole(p, "budget", s.get("budget"), 1)
+    if budget < size:
+        raise ConfigError(f"sweep file {p}: search budget {budget} is below the initial design's {size} cells; "
+                          "raise the budget or shorten 'initial'")
+    jobs = launcher.get("jobs", 2) if launcher.get("name", "basic") == "joblib" else launcher.get("jobs", 1)
+    goal = s.get("goal") or ("min" if default_lower_is_better(s["metric"]) else "max")
+    return SearchSpec(metric=s["metric"], goal=goal, values=values, conditions=levels, initial=design,
+                      budget=budget, batch=_whole(p, "batch", s.get("batch", jobs), 1),
+                      space=s.get("space", "alpha"), seed=_whole(p, "seed", s.get("seed", 0), 0))
+
+
+def parallel_jobs(text: str) -> int:
+    """The value of ``hydra.launcher.n_jobs=`` on the command line, checked: a whole number >= 1."""
+    n = C.parse_number(text)
+    if n is None or not n.is_integer() or n < 1:
+        raise ConfigError(f"hydra.launcher.n_jobs={text!r} must be a whole number >= 1 (parallel processes); "
+                          "e.g. hydra.launcher.n_jobs=2")
+    return int(n)
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -165,6 +317,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise ConfigError(f"sweep file {p}: 'name' must be a simple name (letters, digits, _ . -), got {name!r}")
     fixed, axes, cells = _grid(p, raw)
     launcher = _launcher(p, raw)
+    search = _search(p, raw, fixed, launcher) if "search" in raw else None
     retries = raw.get("retries", 1)
     if not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"sweep file {p}: 'retries' must be a whole number >= 0")
@@ -172,7 +325,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not isinstance(throughput, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in throughput.values()):
         raise ConfigError(f"sweep file {p}: 'throughput' must map model names to tokens/s > 0")
     return SweepSpec(name=name, path=p, fixed=fixed, axes=axes, cells=cells, launcher=launcher,
-                     retries=retries, throughput=throughput)
+                     retries=retries, throughput=throughput, search=search)
 
 
 def cell_overrides(spec: SweepSpec, extra: list[str] | None = None) -> list[list[str]]:

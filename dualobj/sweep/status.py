@@ -1,18 +1,116 @@
-"""`dualobj status`: the state of every cell of a sweep folder, and the compute still to do.
+"""What is in a folder of runs: every run directory at or under a path, and the cells its sweep plans
+(sweep.json) that have not started. `dualobj status` and `dualobj report` both read a folder through
+:func:`folder_runs`, so they list the same runs with the same facts and states.
 
-States and their reasons come from :func:`dualobj.run.run_info`, the same function the sweep and
-the report use; model, R, α and seed from each run's own config.yaml (the sweep plan's for cells
-that have not started).
+States and their reasons come from :func:`dualobj.run.run_info` alone; model, R, α and seed from each
+run's own config.yaml, and for a cell that has not started from its entry in sweep.json.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 
+from dualobj import config as C
 from dualobj.errors import RunDirError
 from dualobj.run import STATES, RunDir, RunInfo, run_info
+
+_RUN_MARKERS = ("status.json", "config.yaml")
+_SKIP_DIRS = {"checkpoints", "wandb", "__pycache__"}
+ALWAYS_COUNTED = ("done", "failed", "running", "pending")  # shown in the counts even when 0
+
+
+# ----------------------------------------------------------------------------- finding runs
+def _walk(root: Path) -> tuple[list[Path], list[Path]]:
+    """Run directories (holding status.json or config.yaml) and sweep.json files at or below ``root``."""
+    if (root / "status.json").is_file():
+        return [root], []
+    runs: list[Path] = []
+    manifests: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
+        here = Path(dirpath)
+        if here != root and any(m in filenames for m in _RUN_MARKERS):
+            runs.append(here)
+            dirnames[:] = []  # a run dir's sub-folders are its own (checkpoints, ...)
+        elif "sweep.json" in filenames:
+            manifests.append(here / "sweep.json")
+    if not runs and not manifests and (root / "config.yaml").is_file():
+        return [root], []  # a single run that has a config but no status yet
+    return runs, manifests
+
+
+def find_run_dirs(path: str | Path) -> list[Path]:
+    """Run directories (folders holding status.json or config.yaml) at ``path`` or anywhere below it."""
+    root = Path(path)
+    return _walk(root)[0] if root.is_dir() else []
+
+
+def _planned_cells(manifest: Path) -> list[dict]:
+    try:
+        cells = json.loads(manifest.read_text())["cells"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunDirError(f"{manifest} is damaged; re-run `dualobj sweep` to rewrite it") from e
+    return [c for c in cells if isinstance(c, dict) and c.get("run_id")]
+
+
+def _cell_config(cell: dict) -> dict:
+    """The facts of a planned cell as a config dict: model, R, α, seed, tokens, its α schedule."""
+    objective = {**asdict(C.ObjectiveConfig()), "alpha": cell.get("alpha")}
+    for o in cell.get("overrides") or []:
+        key, _, value = str(o).partition("=")
+        if key.startswith("objective.") and key != "objective.alpha":
+            number = C.parse_number(value)
+            objective[key.split(".", 1)[1]] = value if number is None else number
+    return {"run_id": cell["run_id"], "model": {"name": cell.get("model")}, "data": {"repetitions": cell.get("R")},
+            "objective": objective, "train": {"tokens": cell.get("tokens")}, "seed": cell.get("seed")}
+
+
+def folder_runs(path: str | Path) -> list[tuple[RunInfo, dict]]:
+    """Every run at or under ``path`` with its planned cell ({} when no sweep.json plans it): the run
+    directories found at any depth, then the planned cells that have no directory yet (state pending).
+    Raises :class:`RunDirError` when ``path`` is missing or holds neither runs nor a sweep plan."""
+    root = Path(path)
+    if not root.exists():
+        raise RunDirError(f"{root} does not exist; give a sweep folder or run directory such as runs/smoke")
+    if not root.is_dir():
+        raise RunDirError(f"{root} is not a folder; give a sweep folder or run directory such as runs/smoke")
+    run_dirs, manifests = _walk(root)
+    planned = {(m.parent / c["run_id"]).resolve(): c for m in manifests for c in _planned_cells(m)}
+    out = []
+    for d in run_dirs:
+        info, cell = run_info(d), planned.pop(d.resolve(), {})
+        if cell and not info.config:
+            info.config = _cell_config(cell)
+        out.append((info, cell))
+    for p, cell in planned.items():
+        out.append((RunInfo(path=p, run_id=str(cell["run_id"]), state="pending", config=_cell_config(cell)), cell))
+    if not out:
+        raise RunDirError(f"no runs or sweep plan under {root}; run `dualobj sweep SWEEP.yaml` first, "
+                          "or give a sweep folder or run directory")
+    return out
+
+
+# ----------------------------------------------------------------------------- rows and counts
+def state_counts(states: Iterable[str]) -> dict[str, int]:
+    """Runs per state: done, failed, running, pending always; dead, damaged, interrupted when present."""
+    counts: dict[str, int] = {}
+    for s in states:
+        counts[s] = counts.get(s, 0) + 1
+    order = ALWAYS_COUNTED + tuple(s for s in STATES if s not in ALWAYS_COUNTED)
+    order += tuple(sorted(set(counts) - set(order)))
+    return {s: counts.get(s, 0) for s in order if s in ALWAYS_COUNTED or counts.get(s)}
+
+
+def counts_line(states: Iterable[str]) -> str:
+    """E.g. ``12 runs: 9 done, 1 failed, 1 running, 1 pending, 1 dead``."""
+    counts = state_counts(states)
+    total = sum(counts.values())
+    return f"{total} run{'s' * (total != 1)}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
 
 
 def _last_loss(rd: RunDir) -> float | None:
@@ -22,57 +120,31 @@ def _last_loss(rd: RunDir) -> float | None:
     return None
 
 
-def _planned(folder: Path) -> dict[str, dict]:
-    """Cells of sweep.json by run id, plus any other run directory found in the folder."""
-    planned = []
-    manifest = folder / "sweep.json"
-    if manifest.exists():
-        try:
-            planned = json.loads(manifest.read_text())["cells"]
-        except (ValueError, KeyError) as e:
-            raise RunDirError(f"{manifest} is damaged; re-run `dualobj sweep` to rewrite it") from e
-    by_id = {c["run_id"]: c for c in planned}
-    for st in folder.glob("*/status.json"):
-        by_id.setdefault(st.parent.name, {"run_id": st.parent.name})
-    return by_id
-
-
 def _row(info: RunInfo, cell: dict, now: float) -> dict:
     st, state = info.status, info.state
     total = st.get("total_steps") or cell.get("steps") or 0
     step = total if state == "done" else int(st.get("step", 0))
     frac_left = 0.0 if state == "done" else (1 - step / total if total else 1.0)
-
-    def fact(value, key):
-        return value if value is not None else cell.get(key)
-
     return {
-        "run_id": info.run_id, "model": fact(info.model, "model"),
-        "R": fact(info.repetitions, "R"), "alpha": fact(info.alpha, "alpha"), "seed": fact(info.seed, "seed"),
-        "state": state, "reason": info.reason, "step": step, "total_steps": total,
-        "last_loss": _last_loss(RunDir(info.path)),
-        "heartbeat_age_s": now - st["heartbeat"] if st.get("heartbeat") else None,
-        "attempts": st.get("attempts", 0), "error": info.reason,
+        "run_id": info.run_id, "path": str(info.path), "model": info.model, "R": info.repetitions,
+        "alpha": info.alpha, "seed": info.seed, "state": state, "reason": info.reason, "error": info.reason,
+        "step": step, "total_steps": total,
+        "last_loss": _last_loss(RunDir(info.path)) if info.path.is_dir() else None,
+        "heartbeat_age_s": now - st["heartbeat"] if isinstance(st.get("heartbeat"), (int, float)) else None,
+        "attempts": st.get("attempts", 0),
         "flops_left": frac_left * cell.get("flops", 0.0), "est_s_left": frac_left * cell.get("est_s", 0.0),
     }
 
 
 def sweep_rows(folder: str | Path) -> list[dict]:
-    """One dict per cell: planned cells from sweep.json plus any other run directory found."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise RunDirError(f"{folder} does not exist; give a sweep folder such as runs/smoke")
-    if not folder.is_dir():
-        raise RunDirError(f"{folder} is not a folder; give a sweep folder such as runs/smoke")
-    if (folder / "status.json").exists() and not (folder / "sweep.json").exists():  # a single run directory
-        by_id, paths = {folder.name: {"run_id": folder.name}}, {folder.name: folder}
-    else:
-        by_id = _planned(folder)
-        paths = {rid: folder / rid for rid in by_id}
-    if not by_id:
-        raise RunDirError(f"no runs or sweep plan under {folder}; run `dualobj sweep SWEEP.yaml` first")
+    """One dict per run of :func:`folder_runs`, sorted by state (running first, done last), model, R, α, seed.
+
+    Keys: run_id, path, model, R, alpha, seed, state, reason (why dead, failed, damaged or interrupted;
+    ``error`` is the same), step, total_steps, last_loss, heartbeat_age_s, attempts, flops_left, est_s_left.
+    """
     now = time.time()
-    rows = [_row(run_info(paths[rid]), c, now) for rid, c in by_id.items()]
+    rows = [_row(info, cell, now) for info, cell in folder_runs(folder)]
     order = {s: i for i, s in enumerate(STATES)}
-    rows.sort(key=lambda r: (order.get(r["state"], 9), str(r["model"]), r["R"] or 0, r["alpha"] or 0, r["seed"] or 0))
+    rows.sort(key=lambda r: (order.get(r["state"], 9), str(r["model"]), r["R"] or 0, r["alpha"] or 0,
+                             r["seed"] or 0, r["run_id"]))
     return rows

@@ -1,0 +1,232 @@
+"""Peak memory next to speed: the demo run under each allocator, and every process of a whole sweep.
+
+(a) The demo run (`dualobj train model=tiny data.repetitions=4 objective.alpha=0.5 train.tokens=200000
+train.threads=1`, end-of-training evaluation included) under glibc's default malloc, the glibc settings
+`dualobj` used before (16 GB thresholds: freed memory never went back), the bounded settings it uses now
+when tcmalloc is absent, and tcmalloc where installed. Variants run round-robin, so a busy spell of a
+shared machine hits them alike; peak RSS is the process's own high-water mark (wait4's ru_maxrss, what
+`/usr/bin/time -v` reports), tokens/s is the training speed from summary.json (median over rounds).
+
+(b) A whole sweep (`dualobj sweep FILE`), with tcmalloc absent: the VmHWM of every process of the sweep's
+process tree, polled, plus the largest ru_maxrss of any reaped descendant; next to the cells' tokens/s.
+
+    .venv/bin/python bench/memory.py                                  # (a) only, 2 rounds
+    .venv/bin/python bench/memory.py --sweep sweeps/mini.yaml         # (a) and (b): the mini grid (35 min here)
+    .venv/bin/python bench/memory.py --no-demo --sweep sweeps/smoke.yaml
+
+The tables are printed and written into bench/RESULTS.md (the section "Memory", replaced in place).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, md_table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ["model=tiny", "data.repetitions=4", "objective.alpha=0.5", "train.tokens=200000", "train.threads=1"]
+TCMALLOC = [p for p in ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+                        "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4") if Path(p).exists()]
+# DUALOBJ_MALLOC: "off" = no re-exec (glibc defaults); "glibc" = the bounded glibc settings even where
+# tcmalloc is installed; any other value marks the allocator as already chosen (the env below is used).
+OLD_GLIBC = {"DUALOBJ_MALLOC": "glibc-16g", "MALLOC_MMAP_THRESHOLD_": str(16 << 30),
+             "MALLOC_TRIM_THRESHOLD_": str(16 << 30), "MALLOC_TOP_PAD_": str(1 << 30)}
+VARIANTS = {
+    "glibc default": {"DUALOBJ_MALLOC": "off"},
+    "glibc, 16 GB thresholds (before)": OLD_GLIBC,
+    "glibc, bounded (now, no tcmalloc)": {"DUALOBJ_MALLOC": "glibc"},
+    **({"tcmalloc": {"DUALOBJ_MALLOC": ""}} if TCMALLOC else {}),
+}
+SECTION = "## Memory: peak RSS next to tokens/s"
+_CLEAN = ("DUALOBJ_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "LD_PRELOAD")
+
+
+def _env(variant: dict) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in _CLEAN}
+    env.update({k: v for k, v in variant.items() if v})
+    return env
+
+
+def _dualobj(args: list[str], env: dict, log: Path) -> tuple[int, float, float]:
+    """Run `dualobj ARGS`; return (exit code, peak RSS in MB of it and its reaped children, wall seconds)."""
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "dualobj.cli", *args], env=env, stdout=f, stderr=f)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024, time.perf_counter() - t0
+
+
+def demo_runs(rounds: int, extra: list[str], variants: dict) -> tuple[str, dict]:
+    """Each variant's demo run, ``rounds`` times round-robin; peak RSS (max) and tokens/s (median)."""
+    got = {name: {"rss": [], "tps": [], "wall": []} for name in variants}
+    work = Path(tempfile.mkdtemp(prefix="dualobj-bench-mem-"))
+    try:
+        for r in range(rounds):
+            for name, variant in variants.items():
+                out = work / f"run{r}-{len(got[name]['rss'])}-{abs(hash(name))}"
+                code, rss, wall = _dualobj(["train", *DEMO, *extra, f"out={out}", "train.progress=false"],
+                                           _env(variant), work / "log.txt")
+                if code:
+                    raise SystemExit(f"{name}: dualobj train failed:\n{(work / 'log.txt').read_text()[-2000:]}")
+                summary = json.loads((out / "summary.json").read_text())
+                got[name]["rss"].append(rss)
+                got[name]["tps"].append(summary["tokens_per_s"])
+                got[name]["wall"].append(wall)
+                print(f"  {name}: peak {rss:,.0f} MB, {summary['tokens_per_s']:,.0f} tokens/s", flush=True)
+                shutil.rmtree(out, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    base = statistics.median(got["glibc default"]["tps"]) if "glibc default" in got else None
+    rows = []
+    for name, g in got.items():
+        tps = statistics.median(g["tps"])
+        rows.append([name, f"{max(g['rss']):,.0f}", f"{tps:,.0f}", f"{tps / base:.2f}x" if base else "",
+                     f"{statistics.median(g['wall']):.0f}"])
+    table = md_table(["allocator", "peak RSS MB", "training tokens/s", "vs glibc default", "wall s"], rows)
+    return table, got
+
+
+def _children() -> dict[int, int]:
+    """pid -> parent pid for every process visible in /proc."""
+    parents = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def _tree(root: int) -> list[int]:
+    parents, found, todo = _children(), [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += [c for c, p in parents.items() if p == pid]
+    return found
+
+
+def _status_kb(pid: int) -> dict[str, int]:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return {k: int(v) for k, v in re.findall(r"^(VmHWM|VmRSS):\s+(\d+) kB", text, re.M)}
+
+
+def _label(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    text = " ".join(c.decode(errors="replace") for c in cmd)
+    m = re.search(r"--process-name (\S+)", text)
+    return m.group(1) if m else ("sweep (parent)" if " sweep " in text else Path(cmd[0].decode()).name)
+
+
+class TreeWatch:
+    """Polls VmHWM of every process under ``root`` until stopped: the per-process peak memory."""
+
+    def __init__(self, root: int, every: float = 0.2):
+        self.root, self.every, self.peak, self.label = root, every, {}, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            for pid in _tree(self.root):
+                kb = _status_kb(pid).get("VmHWM")
+                if kb:
+                    self.peak[pid] = max(self.peak.get(pid, 0), kb)
+                    self.label.setdefault(pid, _label(pid))
+            self._stop.wait(self.every)
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return {f"{self.label[p]} (pid {p})": kb / 1024 for p, kb in self.peak.items()}
+
+
+def sweep_run(spec: Path, extra: list[str], variant: dict) -> tuple[str, dict]:
+    """A whole sweep: each process's peak RSS and the cells' training tokens/s."""
+    out = Path(tempfile.mkdtemp(prefix="dualobj-bench-mem-sweep-"))
+    try:
+        t0 = time.perf_counter()
+        with open(out / "log.txt", "w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "dualobj.cli", "sweep", str(spec), "--out",
+                                     str(out / "runs"), *extra], env=_env(variant), stdout=log, stderr=log)
+            watch = TreeWatch(proc.pid)
+            _, status, usage = os.wait4(proc.pid, 0)
+            peaks = watch.stop()
+        wall = time.perf_counter() - t0
+        if os.waitstatus_to_exitcode(status):
+            raise SystemExit(f"dualobj sweep failed:\n{(out / 'log.txt').read_text()[-2000:]}")
+        summaries = [json.loads(p.read_text()) for p in (out / "runs").glob("*/summary.json")]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    tps = [s["tokens_per_s"] for s in summaries]
+    tokens = sum(s["tokens_seen"] for s in summaries)
+    rows = [[name, f"{mb:,.0f}"] for name, mb in sorted(peaks.items(), key=lambda kv: -kv[1]) if mb > 50]
+    rows.append(["largest reaped descendant (wait4)", f"{usage.ru_maxrss / 1024:,.0f}"])
+    table = md_table(["process", "peak RSS MB (VmHWM)"], rows)
+    info = {"cells": len(summaries), "wall": wall, "tps_median": statistics.median(tps) if tps else 0,
+            "tps_total": tokens / wall, "peaks": peaks, "maxrss": usage.ru_maxrss / 1024}
+    head = (f"`{spec.relative_to(ROOT) if spec.is_relative_to(ROOT) else spec}`: {len(summaries)} cells in "
+            f"{wall / 60:.1f} min; training tokens/s per job (median over cells) {info['tps_median']:,.0f}, "
+            f"all cells' tokens over the wall time {info['tps_total']:,.0f}/s (start-up and evaluation included).")
+    return f"{head}\n\n{table}", info
+
+
+def write_section(path: Path, body: str, section: str = SECTION) -> None:
+    """Replace (or append) one benchmark's section of RESULTS.md, leaving the others as they are."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    block = f"{section}\n\n{body.rstrip()}\n"
+    pattern = re.compile(re.escape(section) + r"\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: block + "\n", text, count=1) if pattern.search(text) else \
+        text.rstrip() + "\n\n" + block
+    path.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=2, help="demo runs per allocator, round-robin")
+    ap.add_argument("--no-demo", action="store_true", help="skip (a), the demo run per allocator")
+    ap.add_argument("--demo-override", action="append", default=[], help="extra override for the demo runs")
+    ap.add_argument("--sweep", type=Path, help="(b): a sweep file to run whole, e.g. sweeps/mini.yaml")
+    ap.add_argument("--sweep-override", action="append", default=[], help="extra override for the sweep")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    a = ap.parse_args()
+    parts = [f"{time.strftime('%Y-%m-%d')}, {machine()}; tcmalloc {'installed' if TCMALLOC else 'absent'}."]
+    if not a.no_demo:
+        print("demo run per allocator:", flush=True)
+        table, _ = demo_runs(a.rounds, a.demo_override, VARIANTS)
+        parts.append(f"The demo run (`dualobj train {' '.join(DEMO + a.demo_override)}`, end-of-training "
+                     f"evaluation included), {a.rounds} round(s) round-robin; peak RSS is the largest:\n\n{table}")
+    if a.sweep:
+        print(f"whole sweep {a.sweep}:", flush=True)
+        text, _ = sweep_run(a.sweep.resolve(), a.sweep_override, VARIANTS["glibc, bounded (now, no tcmalloc)"])
+        parts.append(f"Every process of a whole sweep, tcmalloc absent (the bounded glibc settings): {text}")
+    body = "\n\n".join(parts)
+    print(body)
+    write_section(a.out, body)
+    print(f"wrote the memory section of {a.out}")
+
+
+if __name__ == "__main__":
+    main()

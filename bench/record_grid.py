@@ -1,0 +1,61 @@
+"""A finished grid folder as a compact record for `bench/search_replay.py`: per done cell its semantic config
+(model, R, α, seed, objective.ar_loss_scale, the AR share) and its final metrics (summary.json's val/* and
+eval/* values); no checkpoints, no curves.
+
+    python bench/record_grid.py runs/mini > bench/data/mini_grid.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from dualobj.budget import ar_share
+from dualobj.report.load import load_runs
+from dualobj.run import run_info
+
+METRIC_PREFIXES = ("val/", "eval/")
+
+
+def cell_record(row: dict) -> dict:
+    """One done run as a record: its semantic config and its final metrics."""
+    info = run_info(Path(row["path"]))
+    scale = info.get("objective.ar_loss_scale")
+    scale = float(scale) if isinstance(scale, (int, float)) else 1.0
+    alpha = float(row["alpha"])
+    metrics = {k: float(v) for k, v in row.items()
+               if k.startswith(METRIC_PREFIXES) and isinstance(v, (int, float)) and math.isfinite(v)}
+    return {"run_id": row["run_id"], "model": row["model"], "R": float(row["repetitions"]), "alpha": alpha,
+            "seed": int(row["seed"]), "ar_loss_scale": scale, "ar_share": ar_share(alpha, scale),
+            "alpha_schedule": info.get("objective.alpha_schedule") or "constant", "tokens": row["tokens"],
+            "metrics": dict(sorted(metrics.items()))}
+
+
+def record(folder: Path) -> dict:
+    """Every done constant-α run under ``folder``, sorted by (model, R, α, seed)."""
+    runs = load_runs(folder)
+    done = runs[runs["state"] == "done"]
+    cells = [cell_record(r) for r in done.to_dict("records")]
+    cells = [c for c in cells if c["alpha_schedule"] == "constant"]
+    cells.sort(key=lambda c: (c["model"], c["R"], c["alpha"], c["seed"]))
+    not_done = int((runs["state"] != "done").sum())
+    return {"source": str(folder), "written_by": "bench/record_grid.py", "cells_not_done": not_done,
+            "cells": cells}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", type=Path, help="a finished sweep folder, e.g. runs/mini")
+    a = ap.parse_args()
+    rec = record(a.folder)
+    if rec["cells_not_done"]:
+        print(f"note: {rec['cells_not_done']} cell(s) of {a.folder} are not done and are left out", file=sys.stderr)
+    json.dump(rec, sys.stdout, indent=1, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The report's "Adaptive search" section: the trace of a search folder (dualobj/sweep/search.py) as tables
+(which α was tried in which round; after each round, the posterior of the best α at each R) and a figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dualobj.fmt import format_alpha
+from dualobj.report.plots import new_figure, save_figure
+
+
+def search_section(path: str | Path, out: Path, plots: bool = True) -> tuple[list[str], list[Path]]:
+    """The section's markdown lines and files (``search_trace.png``) for a folder holding a search trace;
+    nothing for any other folder."""
+    from dualobj.sweep.search import (  # here: dualobj.sweep.search imports the report's GP
+        read_trace,
+        trace_cells,
+    )
+
+    trace = read_trace(path) if Path(path).is_dir() else None
+    if not trace or not trace["rounds"]:
+        return [], []
+    s = trace["settings"]
+    cells = trace_cells(trace)
+    lines = ["## Adaptive search", "",
+             f"{s['metric']} ({'lower' if s['goal'] == 'min' else 'higher'} is better), searched over "
+             f"{_space_name(s['space'])} at R ∈ {{{', '.join(f'{r:g}' for r in s['conditions'])}}}: {len(cells)} cells "
+             f"in {len(trace['rounds'])} rounds. AR share = s·α / (s·α + 1 − α) with objective.ar_loss_scale "
+             f"s = {s['ar_loss_scale']:g}. After each round the GP over all finished cells gives, per R, the "
+             "recommended value (best posterior mean) and the posterior of the best value (mean ± std over joint "
+             "posterior draws).", "",
+             *_tried_table(trace), "", *_posterior_table(trace), ""]
+    final = next((r["posterior"] for r in reversed(trace["rounds"]) if r.get("posterior")), None)
+    if final:
+        lines += ["**Recommendation**", "", *_recommendation_table(final, cells, s), ""]
+    files = [plot_search_trace(trace, out / "search_trace.png")] if plots else []
+    if files:
+        lines += [f"![search trace]({files[0].name})", ""]
+    return lines, files
+
+
+def _space_name(space: str) -> str:
+    return "α (objective.alpha)" if space == "alpha" else "the AR share of the gradient weight"
+
+
+def _value(v) -> str:
+    return "—" if v is None else f"{v:.4f}"
+
+
+def _tried_table(trace: dict) -> list[str]:
+    """One row per round: how its cells were chosen and each cell with its result."""
+    rows = ["| round | chosen by | cells tried (R: α, AR share → metric) |", "|---:|---|---|"]
+    for rnd in trace["rounds"]:
+        tried = "; ".join(f"R={c['R']:g}: α={format_alpha(c['alpha'])}, {c['ar_share']:.3f} → {_value(c.get('value'))}"
+                          for c in rnd["cells"])
+        rows.append(f"| {rnd['round']} | {rnd['kind']} | {tried} |")
+    return rows
+
+
+def _posterior_table(trace: dict) -> list[str]:
+    """After each round, per R: the posterior mean ± std of the best value, and the recommended α."""
+    levels = trace["settings"]["conditions"]
+    rows = ["| after round | cells | " + " | ".join(f"R={r:g}: best (mean ± std) → recommended α" for r in levels)
+            + " |", "|---:|---:|" + "---:|" * len(levels)]
+    n = 0
+    for rnd in trace["rounds"]:
+        n += len(rnd["cells"])
+        post = {p["R"]: p for p in rnd.get("posterior") or []}
+        cols = [f"{post[r]['best_mean']:.3f} ± {post[r]['best_std']:.3f} → {format_alpha(post[r]['alpha'])}"
+                if r in post else "—" for r in levels]
+        rows.append(f"| {rnd['round']} | {n} | " + " | ".join(cols) + " |")
+    return rows
+
+
+def _recommendation_table(final: list[dict], cells: list[dict], s: dict) -> list[str]:
+    rows = [f"| R | recommended α | AR share | predicted {s['metric']} | best {s['space']} (posterior) | P(best) | "
+            "cells at R |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in final:
+        n = sum(c["R"] == p["R"] for c in cells)
+        rows.append(f"| {p['R']:g} | {format_alpha(p['alpha'])} | {p['ar_share']:.3f} | {p['predicted']:.4f} ± "
+                    f"{p['predicted_std']:.4f} | {p['best_mean']:.3f} ± {p['best_std']:.3f} | {p['p_best']:.2f} | {n} |")
+    return rows
+
+
+def plot_search_trace(trace: dict, path: str | Path) -> Path:
+    """One panel per R: the values tried in each round (dots, coloured by the metric), the posterior mean
+    ± std of the best value after each round (line and band) and the recommended value (stars)."""
+    from dualobj.sweep.search import trace_cells
+
+    s = trace["settings"]
+    levels = s["conditions"]
+    fig = new_figure(2.4 * len(levels) + 0.8, 3.2)
+    axes = np.atleast_1d(fig.subplots(1, len(levels), sharey=True))
+    values = [c["value"] for c in trace_cells(trace) if c.get("value") is not None]
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    cmap = "viridis_r" if s["goal"] == "min" else "viridis"
+    sc = None
+    for ax, r in zip(axes, levels, strict=True):
+        for rnd in trace["rounds"]:
+            for c in (c for c in rnd["cells"] if c["R"] == r):
+                sc = ax.scatter(rnd["round"], c["x"], c=[c.get("value") if c.get("value") is not None else np.nan],
+                                cmap=cmap, vmin=lo, vmax=hi, s=40, edgecolors="black", linewidths=0.5, zorder=3)
+        post = [(rnd["round"], p) for rnd in trace["rounds"] for p in rnd.get("posterior") or [] if p["R"] == r]
+        if post:
+            xs = np.array([k for k, _ in post], float)
+            mean = np.array([p["best_mean"] for _, p in post])
+            sd = np.array([p["best_std"] for _, p in post])
+            ax.fill_between(xs, mean - sd, mean + sd, color="tab:red", alpha=0.15, lw=0)
+            ax.plot(xs, mean, color="tab:red", lw=1.2, label="best (posterior mean ± std)")
+            ax.plot(xs, [p["x"] for _, p in post], "*", color="tab:red", ms=9, markeredgecolor="black",
+                    label="recommended")
+        ax.set_title(f"R = {r:g}", fontsize=9)
+        ax.set_xlabel("round")
+        ax.set_ylim(-0.05, 1.05)
+    axes[0].set_ylabel("α" if s["space"] == "alpha" else "AR share")
+    axes[0].legend(fontsize=6, loc="lower left")
+    if sc is not None:
+        fig.colorbar(sc, ax=list(axes), label=s["metric"])
+    fig.suptitle(f"adaptive search: {s['metric']}, tried values per round", fontsize=9)
+    return save_figure(fig, path)

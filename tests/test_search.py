@@ -1,0 +1,382 @@
+"""Adaptive, GP-guided sweeps: the search block, the knowledge gradient, the search loop on a known surface,
+resumption, the trace in the report, the AR share of the gradient weight, and the replay benchmark's parts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dualobj.budget import ar_share
+from dualobj.sweep import load_spec
+from dualobj.sweep import search as Q
+from dualobj.sweep.status import sweep_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+MICRO = ["model.vocab_size=512", "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64",
+         "model.seq_len=32", "train.batch_size=8", "eval.at_end=false", "train.threads=1"]
+SEARCH = """\
+name: s
+fixed: [model=tiny]
+search:
+  metric: val/ar_bpb
+  values: [0, 1/4, 1/2, 3/4, 1]
+  conditions: {data.repetitions: [1, 2]}
+  initial: [0, 1]
+  budget: 6
+  batch: 1
+launcher: basic
+"""
+
+
+def bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+# ----------------------------------------------------------------------------- the search block
+def test_search_block_is_parsed_with_its_defaults(tmp_path):
+    s = load_spec(write(tmp_path, SEARCH.replace("values: [0, 1/4, 1/2, 3/4, 1]", "range: [0, 1]\n  step: 1/8")
+                        .replace("  batch: 1\n", "").replace("launcher: basic", "launcher: {name: joblib, jobs: 2}")))
+    q = s.search
+    assert q.values == [k / 8 for k in range(9)] and q.conditions == [1.0, 2.0]
+    assert q.initial == {1.0: [0.0, 1.0], 2.0: [0.0, 1.0]} and q.design_size == 4
+    assert (q.goal, q.batch, q.budget, q.space, q.axis) == ("min", 2, 6, "alpha", "objective.alpha")
+    score = load_spec(write(tmp_path, SEARCH.replace("val/ar_bpb", "eval/avg/ar").replace("initial: [0, 1]",
+                                                                                           "initial: {2: [1/2]}")))
+    assert score.search.goal == "max" and score.search.initial == {2.0: [0.5]} and score.search.batch == 1
+
+
+BAD_SEARCH = {
+    "empty domain": (SEARCH.replace("values: [0, 1/4, 1/2, 3/4, 1]", "values: []"), "the search domain is empty"),
+    "range low above high": (SEARCH.replace("values: [0, 1/4, 1/2, 3/4, 1]", "range: [0.75, 0.25]")
+                             .replace("initial: [0, 1]", "initial: []"), "the search domain is empty"),
+    "budget below the design": (SEARCH.replace("budget: 6", "budget: 3"),
+                                "search budget 3 is below the initial design's 4 cells; raise the budget"),
+    "initial value off the domain": (SEARCH.replace("initial: [0, 1]", "initial: [0, 0.6]"),
+                                     "search initial value(s) [0.6] are not in the search domain"),
+    "unknown search key": (SEARCH.replace("budget: 6", "budget: 6\n  budjet: 6"), "unknown search key(s) ['budjet']"),
+    "axes next to a search": (SEARCH + "axes: {seed: [0, 1]}\n", "a search takes its cells from the search block"),
+    "condition other than R": (SEARCH.replace("data.repetitions: [1, 2]", "seed: [0, 1]"),
+                               "search conditions must be {data.repetitions: [1, 4, 16, 64]}"),
+    "values outside [0, 1]": (SEARCH.replace("values: [0, 1/4, 1/2, 3/4, 1]", "values: [0, 1, 2]"),
+                              "search values must lie in [0, 1]"),
+    "searched axis not alpha": (SEARCH.replace("  budget: 6", "  axis: train.lr\n  budget: 6"),
+                                "search axis 'train.lr' cannot be searched; use objective.alpha"),
+    "metric that is not a run metric": (SEARCH.replace("val/ar_bpb", "accuracy"),
+                                        "search metric 'accuracy' is not a run metric"),
+}
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dualobj.cli", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "80", "DUALOBJ_MALLOC": "off", **(env or {})})
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess:
+    from typer.testing import CliRunner
+
+    from dualobj import cli
+
+    res = CliRunner().invoke(cli.app, list(args))
+    return subprocess.CompletedProcess(args, res.exit_code, res.stdout, res.stderr)
+
+
+def one_error_line(res: subprocess.CompletedProcess) -> str:
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2, res.stderr
+    assert lines and lines[-1].startswith("error:") and sum(x.startswith("error:") for x in lines) == 1, res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    return lines[-1]
+
+
+@pytest.mark.parametrize("case", BAD_SEARCH)
+def test_bad_search_blocks_get_one_line_before_anything_trains(case, tmp_path):
+    text, fragment = BAD_SEARCH[case]
+    out = tmp_path / "out"
+    line = one_error_line(invoke("sweep", str(write(tmp_path, text)), "--out", str(out)))
+    assert fragment in line, line
+    assert not out.exists() or not any(out.iterdir())
+
+
+def fake_done_run(folder: Path, name: str, summary: dict, objective: dict | None = None) -> Path:
+    """A run directory as far as its files go: config.yaml, a done status.json and summary.json."""
+    d = folder / name
+    d.mkdir(parents=True)
+    obj = {"alpha": 0.5, "ar_loss_scale": 1.0, **(objective or {})}
+    (d / "config.yaml").write_text(f"run_id: {name}\nmodel:\n  name: tiny\n  seq_len: 32\ndata:\n  repetitions: 1\n"
+                                   f"objective: {json.dumps(obj)}\nseed: 0\ntrain:\n  tokens: 4096\n")
+    (d / "status.json").write_text(json.dumps({"state": "done", "step": 1, "total_steps": 1, "attempts": 1}))
+    (d / "summary.json").write_text(json.dumps(summary))
+    return d
+
+
+def test_a_metric_no_finished_run_has_is_refused_before_anything_trains(tmp_path):
+    out = tmp_path / "out"
+    fake_done_run(out, "old", {"val/ar_nll": 3.0, "val/md_bpb": 4.0})
+    res = invoke("sweep", str(write(tmp_path, SEARCH)), "--out", str(out))
+    line = one_error_line(res)
+    assert "search metric 'val/ar_bpb': no finished run in" in line and "use one of val/ar_nll, val/md_bpb" in line
+    assert sorted(p.name for p in out.iterdir()) == ["old"]  # nothing planned, nothing trained
+
+
+# ----------------------------------------------------------------------------- the AR share
+def test_ar_share_and_its_inverse():
+    assert ar_share(0.5, 2.0) == pytest.approx(2 / 3) and ar_share(0.25, 1.0) == 0.25
+    assert ar_share(0.0, 2.0) == 0.0 and ar_share(1.0, 2.0) == 1.0
+    for s in (0.0, 0.1, 0.5, 0.9, 1.0):
+        assert ar_share(Q.to_alpha(s, "ar_share", 2.0), 2.0) == pytest.approx(s)
+        assert Q.to_alpha(s, "alpha", 2.0) == s
+
+
+def test_budget_reports_the_ar_share_of_the_papers_objective():
+    from dualobj import config
+    from dualobj.budget import Budget
+
+    b = Budget(config.load(["objective=paper", "objective.alpha=1/2", "train.tokens=65536"]))
+    assert b.ar_share == pytest.approx(2 / 3)
+    sched = Budget(config.load(["objective.alpha_schedule=linear", "objective.alpha_start=1", "objective.alpha=0",
+                                "objective.ar_loss_scale=2", "train.tokens=65536"]))
+    assert sched.ar_share == pytest.approx(ar_share(sched.alpha_mean(), 2.0))
+
+
+def test_load_runs_computes_the_ar_share_of_older_summaries_from_the_config(tmp_path):
+    from dualobj.report import load_runs
+
+    fake_done_run(tmp_path, "old", {"val/ar_bpb": 3.0}, {"alpha": 0.5, "ar_loss_scale": 2.0})
+    fake_done_run(tmp_path, "new", {"val/ar_bpb": 3.0, "ar_share": 0.123}, {"alpha": 0.25})
+    df = load_runs(tmp_path).set_index("run_id")
+    assert df.loc["old", "ar_share"] == pytest.approx(2 / 3) and df.loc["new", "ar_share"] == 0.123
+
+
+# ----------------------------------------------------------------------------- the acquisition
+def test_knowledge_gradient_matches_its_closed_form():
+    """Two points, equal means, one known exactly: observing the other (variance σ², noise τ²) gains
+    E[max(-sZ, 0)] = s/√(2π) with s = σ²/√(σ² + τ²)."""
+    mean, groups = np.zeros(2), [np.array([0, 1])]
+    for var, noise in ((1.0, 0.0), (1.0, 1.0), (4.0, 0.5)):
+        cov = np.diag([var, 0.0])
+        kg = Q.knowledge_gradient(mean, cov, noise, groups, [0, 1], lower=True)
+        s = var / math.sqrt(var + noise)
+        assert kg[0] == pytest.approx(s / math.sqrt(2 * math.pi), rel=1e-12) and kg[1] == 0.0
+        assert Q.knowledge_gradient(-mean, cov, noise, groups, [0], lower=False)[0] == pytest.approx(kg[0])
+    # A point far worse than the current best gains (almost) nothing; one at the best gains the most.
+    kg = Q.knowledge_gradient(np.array([0.0, 0.0, 5.0]), np.diag([0.0, 1.0, 1.0]), 0.0, [np.arange(3)], [1, 2], True)
+    assert kg[0] > 0.3 and kg[1] < 1e-6
+
+
+def surface(r: float, x: float) -> float:
+    """A known surface: at R = 1, 4, 16, 64 the best α is 1, 3/4, 1/2, 1/4 (α·R... falls with R)."""
+    best = {1.0: 1.0, 4.0: 0.75, 16.0: 0.5, 64.0: 0.25}[r]
+    return 2.0 + 0.1 * math.log2(r) + 0.8 * (x - best) ** 2
+
+
+def noisy(r: float, x: float, seed: int) -> float:
+    """The surface plus seed noise (sd 0.003), a fixed draw per (R, x, seed)."""
+    rng = np.random.default_rng([int(r), int(round(x * 8)), seed])
+    return surface(r, x) + rng.normal(0.0, 0.003)
+
+
+def run_loop(problem: Q.Problem, design: list, budget: int, batch: int, seed: int = 0):
+    """The search loop of `dualobj sweep` with ``noisy`` as the oracle; returns (tried points, final summary)."""
+    obs, tried, points = [], [], list(design)
+    while True:
+        obs += [{"R": r, "x": x, "value": noisy(r, x, seed)} for r, x in points]
+        tried += points
+        post, summary = Q.assess(problem, pd.DataFrame(obs))
+        n = min(batch, budget - len(tried))
+        points = Q.next_cells(problem, post, set(tried), n)[0] if n > 0 else []
+        if not points:
+            return tried, summary
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_search_finds_the_best_alpha_of_a_known_surface_with_a_third_of_the_grid(seed):
+    levels, values = (1.0, 4.0, 16.0, 64.0), tuple(k / 8 for k in range(9))
+    problem = Q.Problem(levels, values, lower=True, seed=seed)
+    design = [(r, x) for r in levels for x in (0.5, 1.0)]
+    tried, summary = run_loop(problem, design, budget=12, batch=2, seed=seed)
+    assert len(tried) == len(set(tried)) == 12  # a third of the 36 cells, none twice
+    got = {row["R"]: row["x"] for row in summary}
+    assert got == {1.0: 1.0, 4.0: 0.75, 16.0: 0.5, 64.0: 0.25}
+    assert all(0 < row["p_best"] <= 1 and row["best_std"] >= 0 for row in summary)
+
+
+def test_proposals_are_a_pure_function_of_the_finished_results():
+    levels, values = (1.0, 4.0, 16.0), (0.0, 0.25, 0.5, 0.75, 1.0)
+    problem = Q.Problem(levels, values, seed=3)
+    design = [(r, x) for r in levels for x in (0.0, 1.0)] + [(16.0, 0.5)]
+    obs = pd.DataFrame([{"R": r, "x": x, "value": noisy(r, x, 0)} for r, x in design])
+    first = Q.next_cells(problem, Q.assess(problem, obs)[0], set(design), 3)
+    shuffled = obs.sample(frac=1.0, random_state=7)
+    again = Q.next_cells(problem, Q.assess(problem, shuffled)[0], set(design), 3)
+    assert first == again and first[1] == "knowledge gradient"
+    points = first[0]
+    assert len(points) == 3 == len(set(points)) and not set(points) & set(design)
+
+
+def test_gaps_are_filled_until_the_gp_can_be_fitted():
+    problem = Q.Problem((1.0, 4.0), (0.0, 0.25, 0.5, 0.75, 1.0))
+    tried = {(1.0, 0.0), (1.0, 1.0), (4.0, 0.0)}
+    post, summary = Q.assess(problem, pd.DataFrame([{"R": r, "x": x, "value": 1.0 + x} for r, x in tried]))
+    assert post is None and summary is None  # 3 results: too few for the GP
+    points, kind = Q.next_cells(problem, post, tried, 2)
+    assert kind == "gap filling" and points == [(4.0, 1.0), (1.0, 0.5)]
+
+
+# ----------------------------------------------------------------------------- end to end
+def micro_search(tmp_path: Path, cache: Path, budget: int, name: str = "s.yaml") -> Path:
+    fixed = ", ".join([*MICRO, "train.tokens=4096", f"data.cache_dir={cache}"])
+    return write(tmp_path, SEARCH.replace("fixed: [model=tiny]", f"fixed: [{fixed}]")
+                 .replace("budget: 6", f"budget: {budget}"), name)
+
+
+def attempts_and_steps(out: Path) -> dict:
+    res = {}
+    for r in sweep_rows(out):
+        steps = [json.loads(line)["step"] for line in (out / r["run_id"] / "metrics.jsonl").read_text().splitlines()]
+        assert steps == sorted(set(steps)), f"{r['run_id']} was trained twice"
+        res[r["run_id"]] = (r["state"], r["attempts"])
+    return res
+
+
+@pytest.mark.slow
+def test_search_runs_resumes_and_never_trains_a_cell_twice(tmp_path, cache_dir):
+    out = tmp_path / "out"
+    res = run_cli("sweep", str(micro_search(tmp_path, cache_dir, 5)), "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    trace = Q.read_trace(out)
+    cells = Q.trace_cells(trace)
+    assert [r["kind"] for r in trace["rounds"]] == ["design", "knowledge gradient"] and len(cells) == 5
+    assert attempts_and_steps(out) == {c["run_id"]: ("done", 1) for c in cells}
+    summary = json.loads((out / cells[0]["run_id"] / "summary.json").read_text())
+    assert summary["ar_share"] == summary["alpha"]  # ar_loss_scale 1
+    assert all(c["value"] == json.loads((out / c["run_id"] / "summary.json").read_text())["val/ar_bpb"] for c in cells)
+    assert run_cli("status", str(out)).returncode == 0
+
+    # The next proposal, computed here from the finished results, is what a larger budget trains next.
+    problem = Q.problem_of(load_spec(micro_search(tmp_path, cache_dir, 6)).search)
+    obs = pd.DataFrame([{"R": c["R"], "x": c["x"], "value": c["value"]} for c in cells])
+    expected = Q.next_cells(problem, Q.assess(problem, obs)[0], {(c["R"], c["x"]) for c in cells}, 1)[0]
+    stamps = {c["run_id"]: (out / c["run_id"] / "status.json").read_text() for c in cells}
+    res = run_cli("sweep", str(micro_search(tmp_path, cache_dir, 6)), "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    more = Q.trace_cells(Q.read_trace(out))
+    assert more[:5] == [{**c, "value": c["value"]} for c in cells]
+    assert [(c["R"], c["x"]) for c in more[5:]] == expected
+    assert all((out / k / "status.json").read_text() == v for k, v in stamps.items())  # not touched again
+    assert set(attempts_and_steps(out).values()) == {("done", 1)}
+
+    rep = run_cli("report", str(out), "-m", "val/ar_bpb")
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    text = (out / "report" / "report.md").read_text()
+    assert "## Adaptive search" in text and "| 2 | knowledge gradient |" in text and "**Recommendation**" in text
+    assert (out / "report" / "search_trace.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_a_killed_search_resumes_where_it_stopped_and_proposes_the_same_cells(tmp_path, cache_dir):
+    """Kill the search (and its training) half-way through a cell; the re-run finishes that cell from its
+    checkpoint and goes on exactly as an uninterrupted search of the same file did."""
+    spec = micro_search(tmp_path, cache_dir, 6)
+    whole = tmp_path / "whole"
+    assert run_cli("sweep", str(spec), "--out", str(whole)).returncode == 0
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "dualobj.cli", "sweep", str(spec), "--out", str(out), "train.checkpoint_every=4"]
+    env = {**os.environ, "DUALOBJ_STEP_DELAY": "0.05", "DUALOBJ_MALLOC": "off"}
+    proc = subprocess.Popen(args, start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def half_way():  # a cell of a round after the design with a checkpoint at step 8 of 16 and no summary
+        trace = Q.read_trace(out) if (out / Q.TRACE_FILE).is_file() else None
+        later = {c["run_id"] for r in (trace or {"rounds": []})["rounds"][1:] for c in r["cells"]}
+        return [k for k in later if (out / k / "checkpoints" / "step_0000008").is_dir()
+                and not (out / k / "summary.json").exists()]
+
+    deadline = time.time() + 600
+    while True:
+        assert proc.poll() is None and time.time() < deadline, "the search ended before it could be killed"
+        if half_way():
+            os.killpg(proc.pid, signal.SIGSTOP)
+            if midway := half_way():
+                break
+            os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    res = run_cli("sweep", str(spec), "--out", str(out), "train.checkpoint_every=4")
+    assert res.returncode == 0, res.stderr[-3000:]
+    got, want = Q.read_trace(out), Q.read_trace(whole)
+    assert [[(c["R"], c["alpha"]) for c in r["cells"]] for r in got["rounds"]] == \
+           [[(c["R"], c["alpha"]) for c in r["cells"]] for r in want["rounds"]]
+    states = attempts_and_steps(out)
+    assert all(s == "done" for s, _ in states.values()) and all(states[k][1] == 2 for k in midway)
+
+
+# ----------------------------------------------------------------------------- the replay benchmark's parts
+def synthetic_record(path: Path) -> Path:
+    """A 4 x 5 grid with a known best α per R and a second seed (noise) for α = 1/2 and α = 1."""
+    cells = []
+    for r in (1, 4, 16, 64):
+        for a in (0, 0.25, 0.5, 0.75, 1):
+            for seed in ((0, 1) if a in (0.5, 1) else (0,)):
+                v = surface(float(r), a) + (0.004 if seed else 0.0)
+                cells.append({"run_id": f"{r}-{a}-{seed}", "model": "tiny", "R": r, "alpha": a, "seed": seed,
+                              "ar_loss_scale": 1.0, "ar_share": a, "metrics": {"val/ar_bpb": v}})
+    path.write_text(json.dumps({"cells": cells}))
+    return path
+
+
+def test_replay_counts_cells_until_each_r_is_resolved_for_good(tmp_path):
+    B = bench_module("search_replay")
+    grid = B.load_grid(synthetic_record(tmp_path / "g.json"), "val/ar_bpb", None, "alpha")
+    assert grid.n_cells == 28 and len(grid.samples) == 20 and grid.best(16.0) == (0.5, pytest.approx(2.402))
+    # Resolved for good: a recommendation that is right at 6 but wrong at 8 counts from 10.
+    history = [(4, {16.0: 0.0}), (6, {16.0: 0.5}), (8, {16.0: 0.25}), (10, {16.0: 0.5}), (12, {16.0: 0.5})]
+    assert B.cells_needed(grid, history, 16.0, 0.01) == 10
+    assert B.cells_needed(grid, history[:3], 16.0, 0.01) is None
+    hist = B.replay_search(grid, 0, 2, [0.5, 1.0])
+    assert [n for n, _ in hist] == list(range(8, 21, 2))  # rounds of 2 until all 20 cells are tried
+    needed = B._needed(grid, [hist], 0.01)
+    assert all(n[0] is not None and n[0] <= 12 for n in needed.values()), needed
+    rand = B.replay_random(grid, 0, 2, gp=False)
+    assert rand[-1][0] == 20 and all(grid.ok(r, rand[-1][1][r], 0.01) for r in grid.levels)
+
+
+def test_replay_writes_its_own_section_of_results(tmp_path):
+    B = bench_module("search_replay")
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## Something else\n\nkept\n")
+    B.write_section(results, "## Adaptive search\n\nfirst\n")
+    B.write_section(results, "## Adaptive search\n\nsecond\n")
+    text = results.read_text()
+    assert "kept" in text and "second" in text and "first" not in text and text.count(B.BEGIN) == 1
+
+
+def test_record_grid_keeps_config_and_final_metrics_only(tmp_path):
+    R = bench_module("record_grid")
+    fake_done_run(tmp_path / "grid", "a", {"val/ar_bpb": 2.5, "eval/avg/ar": 1.0, "eval_se/avg/ar": 0.5,
+                                           "tokens_per_s": 9.0}, {"alpha": 0.5, "ar_loss_scale": 2.0})
+    rec = R.record(tmp_path / "grid")
+    (cell,) = rec["cells"]
+    assert cell["metrics"] == {"eval/avg/ar": 1.0, "val/ar_bpb": 2.5}
+    assert (cell["R"], cell["alpha"], cell["seed"], cell["ar_loss_scale"]) == (1.0, 0.5, 0, 2.0)
+    assert cell["ar_share"] == pytest.approx(2 / 3)

@@ -2,13 +2,16 @@
 
 (a) The demo run (`dualobj train model=tiny data.repetitions=4 objective.alpha=0.5 train.tokens=200000
 train.threads=1`, end-of-training evaluation included) under glibc's default malloc, the glibc settings
-`dualobj` used before (16 GB thresholds: freed memory never went back), the bounded settings it uses now
-when tcmalloc is absent, and tcmalloc where installed. Variants run round-robin, so a busy spell of a
-shared machine hits them alike; peak RSS is the process's own high-water mark (wait4's ru_maxrss, what
-`/usr/bin/time -v` reports), tokens/s is the training speed from summary.json (median over rounds).
+`dualobj` used before (16 GB thresholds: freed memory never went back), glibc as `dualobj` sets it now
+when no other allocator is installed (transparent huge pages), mimalloc (the `cmeel-mimalloc` wheel)
+and tcmalloc where installed. Variants run round-robin, so a busy spell of a shared machine hits them
+alike; peak RSS is the process's own high-water mark (wait4's ru_maxrss, what `/usr/bin/time -v`
+reports), tokens/s the training speed from summary.json (median over rounds), and minor page faults
+per training token a measure of the allocator's work that no other load on the machine changes.
 
-(b) A whole sweep (`dualobj sweep FILE`), with tcmalloc absent: the VmHWM of every process of the sweep's
-process tree, polled, plus the largest ru_maxrss of any reaped descendant; next to the cells' tokens/s.
+(b) A whole sweep (`dualobj sweep FILE`), tcmalloc absent (the allocator `dualobj` picks then: mimalloc
+if installed, else glibc): the VmHWM of every process of the sweep's process tree, polled, plus the
+largest ru_maxrss of any reaped descendant; next to the cells' tokens/s.
 
     .venv/bin/python bench/memory.py                                  # (a) only, 2 rounds
     .venv/bin/python bench/memory.py --sweep sweeps/mini.yaml         # (a) and (b): the mini grid (35 min here)
@@ -20,6 +23,7 @@ The tables are printed and written into bench/RESULTS.md (the section "Memory", 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import re
@@ -43,14 +47,30 @@ TCMALLOC = [p for p in ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
 # tcmalloc is installed; any other value marks the allocator as already chosen (the env below is used).
 OLD_GLIBC = {"DUALOBJ_MALLOC": "glibc-16g", "MALLOC_MMAP_THRESHOLD_": str(16 << 30),
              "MALLOC_TRIM_THRESHOLD_": str(16 << 30), "MALLOC_TOP_PAD_": str(1 << 30)}
+
+
+def _has_mimalloc() -> bool:
+    try:
+        importlib.metadata.distribution("cmeel-mimalloc")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+MIMALLOC = _has_mimalloc()
 VARIANTS = {
     "glibc default": {"DUALOBJ_MALLOC": "off"},
     "glibc, 16 GB thresholds (before)": OLD_GLIBC,
-    "glibc, bounded (now, no tcmalloc)": {"DUALOBJ_MALLOC": "glibc"},
-    **({"tcmalloc": {"DUALOBJ_MALLOC": ""}} if TCMALLOC else {}),
+    "glibc + huge pages (now, nothing else installed)": {"DUALOBJ_MALLOC": "glibc"},
+    **({"mimalloc (now, where installed)": {"DUALOBJ_MALLOC": "mimalloc"}} if MIMALLOC else {}),
+    **({"tcmalloc": {"DUALOBJ_MALLOC": "tcmalloc"}} if TCMALLOC else {}),
 }
+# What `dualobj` picks on a machine without tcmalloc (the sweep's allocator).
+NO_TCMALLOC = ("mimalloc", {"DUALOBJ_MALLOC": "mimalloc"}) if MIMALLOC else ("glibc + huge pages",
+                                                                              {"DUALOBJ_MALLOC": "glibc"})
 SECTION = "## Memory: peak RSS next to tokens/s"
-_CLEAN = ("DUALOBJ_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "LD_PRELOAD")
+_CLEAN = ("DUALOBJ_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "LD_PRELOAD",
+          "GLIBC_TUNABLES")
 
 
 def _env(variant: dict) -> dict:
@@ -59,32 +79,34 @@ def _env(variant: dict) -> dict:
     return env
 
 
-def _dualobj(args: list[str], env: dict, log: Path) -> tuple[int, float, float]:
-    """Run `dualobj ARGS`; return (exit code, peak RSS in MB of it and its reaped children, wall seconds)."""
+def _dualobj(args: list[str], env: dict, log: Path) -> tuple[int, object, float]:
+    """Run `dualobj ARGS`; return (exit code, its resource usage (with reaped children), wall seconds)."""
     t0 = time.perf_counter()
     with open(log, "w") as f:
         proc = subprocess.Popen([sys.executable, "-m", "dualobj.cli", *args], env=env, stdout=f, stderr=f)
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss / 1024, time.perf_counter() - t0
+    return proc.returncode, usage, time.perf_counter() - t0
 
 
 def demo_runs(rounds: int, extra: list[str], variants: dict) -> tuple[str, dict]:
     """Each variant's demo run, ``rounds`` times round-robin; peak RSS (max) and tokens/s (median)."""
-    got = {name: {"rss": [], "tps": [], "wall": []} for name in variants}
+    got = {name: {"rss": [], "tps": [], "wall": [], "faults": []} for name in variants}
     work = Path(tempfile.mkdtemp(prefix="dualobj-bench-mem-"))
     try:
         for r in range(rounds):
             for name, variant in variants.items():
                 out = work / f"run{r}-{len(got[name]['rss'])}-{abs(hash(name))}"
-                code, rss, wall = _dualobj(["train", *DEMO, *extra, f"out={out}", "train.progress=false"],
-                                           _env(variant), work / "log.txt")
+                code, usage, wall = _dualobj(["train", *DEMO, *extra, f"out={out}", "train.progress=false"],
+                                             _env(variant), work / "log.txt")
                 if code:
                     raise SystemExit(f"{name}: dualobj train failed:\n{(work / 'log.txt').read_text()[-2000:]}")
                 summary = json.loads((out / "summary.json").read_text())
+                rss = usage.ru_maxrss / 1024
                 got[name]["rss"].append(rss)
                 got[name]["tps"].append(summary["tokens_per_s"])
                 got[name]["wall"].append(wall)
+                got[name]["faults"].append(usage.ru_minflt / summary["tokens_seen"])
                 print(f"  {name}: peak {rss:,.0f} MB, {summary['tokens_per_s']:,.0f} tokens/s", flush=True)
                 shutil.rmtree(out, ignore_errors=True)
     finally:
@@ -94,8 +116,9 @@ def demo_runs(rounds: int, extra: list[str], variants: dict) -> tuple[str, dict]
     for name, g in got.items():
         tps = statistics.median(g["tps"])
         rows.append([name, f"{max(g['rss']):,.0f}", f"{tps:,.0f}", f"{tps / base:.2f}x" if base else "",
-                     f"{statistics.median(g['wall']):.0f}"])
-    table = md_table(["allocator", "peak RSS MB", "training tokens/s", "vs glibc default", "wall s"], rows)
+                     f"{statistics.median(g['faults']):.1f}", f"{statistics.median(g['wall']):.0f}"])
+    table = md_table(["allocator", "peak RSS MB", "training tokens/s", "vs glibc default",
+                      "page faults per token (whole run)", "wall s"], rows)
     return table, got
 
 
@@ -163,9 +186,15 @@ class TreeWatch:
         return {f"{self.label[p]} (pid {p})": kb / 1024 for p, kb in self.peak.items()}
 
 
-def sweep_run(spec: Path, extra: list[str], variant: dict) -> tuple[str, dict]:
-    """A whole sweep: each process's peak RSS and the cells' training tokens/s."""
+def sweep_run(spec: Path, extra: list[str], variant: dict, keep: Path | None = None) -> tuple[str, dict]:
+    """A whole sweep: each process's peak RSS and the cells' training tokens/s. With ``keep``, the sweep's
+    run folder is ``keep`` and stays (its cells then serve the report); it must not hold finished cells."""
     out = Path(tempfile.mkdtemp(prefix="dualobj-bench-mem-sweep-"))
+    if keep is not None:
+        if any(keep.glob("*/summary.json")):
+            raise SystemExit(f"{keep} already holds finished cells: the sweep would not train them again")
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        (out / "runs").symlink_to(keep.resolve(), target_is_directory=True)
     try:
         t0 = time.perf_counter()
         with open(out / "log.txt", "w") as log:
@@ -187,7 +216,8 @@ def sweep_run(spec: Path, extra: list[str], variant: dict) -> tuple[str, dict]:
     table = md_table(["process", "peak RSS MB (VmHWM)"], rows)
     info = {"cells": len(summaries), "wall": wall, "tps_median": statistics.median(tps) if tps else 0,
             "tps_total": tokens / wall, "peaks": peaks, "maxrss": usage.ru_maxrss / 1024}
-    head = (f"`{spec.relative_to(ROOT) if spec.is_relative_to(ROOT) else spec}`: {len(summaries)} cells in "
+    name = spec.relative_to(ROOT) if spec.is_relative_to(ROOT) else spec
+    head = (f"`dualobj sweep {name}{''.join(' ' + e for e in extra)}`: {len(summaries)} cells in "
             f"{wall / 60:.1f} min; training tokens/s per job (median over cells) {info['tps_median']:,.0f}, "
             f"all cells' tokens over the wall time {info['tps_total']:,.0f}/s (start-up and evaluation included).")
     return f"{head}\n\n{table}", info
@@ -210,9 +240,11 @@ def main() -> None:
     ap.add_argument("--demo-override", action="append", default=[], help="extra override for the demo runs")
     ap.add_argument("--sweep", type=Path, help="(b): a sweep file to run whole, e.g. sweeps/mini.yaml")
     ap.add_argument("--sweep-override", action="append", default=[], help="extra override for the sweep")
+    ap.add_argument("--sweep-out", type=Path, help="keep the sweep's runs in this folder (e.g. runs/mini)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     a = ap.parse_args()
-    parts = [f"{time.strftime('%Y-%m-%d')}, {machine()}; tcmalloc {'installed' if TCMALLOC else 'absent'}."]
+    parts = [f"{time.strftime('%Y-%m-%d')}, {machine()}; tcmalloc {'installed' if TCMALLOC else 'absent'}, "
+             f"mimalloc {'installed' if MIMALLOC else 'absent'}."]
     if not a.no_demo:
         print("demo run per allocator:", flush=True)
         table, _ = demo_runs(a.rounds, a.demo_override, VARIANTS)
@@ -220,8 +252,8 @@ def main() -> None:
                      f"evaluation included), {a.rounds} round(s) round-robin; peak RSS is the largest:\n\n{table}")
     if a.sweep:
         print(f"whole sweep {a.sweep}:", flush=True)
-        text, _ = sweep_run(a.sweep.resolve(), a.sweep_override, VARIANTS["glibc, bounded (now, no tcmalloc)"])
-        parts.append(f"Every process of a whole sweep, tcmalloc absent (the bounded glibc settings): {text}")
+        text, _ = sweep_run(a.sweep.resolve(), a.sweep_override, NO_TCMALLOC[1], a.sweep_out)
+        parts.append(f"Every process of a whole sweep, tcmalloc absent ({NO_TCMALLOC[0]}): {text}")
     body = "\n\n".join(parts)
     print(body)
     write_section(a.out, body)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+# How long a test waits for a subprocess or a file before calling it hung: a guard against hangs only,
+# never a speed requirement (on a 2-core machine under other load, a micro sweep can take 10 minutes).
+HANG_S = 1800
+
 # A micro model that trains in about a second on CPU; every e2e test builds on it.
 MICRO = [
     "model.vocab_size=512", "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64",

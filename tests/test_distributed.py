@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import HANG_S
 
 from dualobj.run import RunDir
 
@@ -16,7 +17,7 @@ STEP_TOKENS = 8 * 32
 
 def run_cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "dualobj.cli", "train", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
+                          env={**os.environ, **(env or {})}, timeout=HANG_S)
 
 
 def rows(path):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import HANG_S
 from safetensors.torch import load_file
 
 from dualobj.sweep.status import sweep_rows
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STEP_TOKENS = 8 * 32
 
 
-def cli(*args, env=None, timeout=600):
+def cli(*args, env=None, timeout=HANG_S):
     return subprocess.run([sys.executable, "-m", "dualobj.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout)
 
@@ -144,7 +145,7 @@ def test_a_sweep_killed_again_and_again_finishes_every_cell_once(cache_dir, tmp_
         since = time.time()  # after the last attempt's processes were killed; a new one writes seconds later
         proc = subprocess.Popen(argv, start_new_session=True, env={**os.environ, "DUALOBJ_STEP_DELAY": "0.1"},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 600
+        deadline = time.time() + HANG_S
         while not _cell_at(out, at, since) and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         if proc.poll() is None:
@@ -152,7 +153,7 @@ def test_a_sweep_killed_again_and_again_finishes_every_cell_once(cache_dir, tmp_
             kills += 1
         proc.wait()
     assert kills == 3
-    final = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    final = subprocess.run(argv, capture_output=True, text=True, timeout=HANG_S)
     assert final.returncode == 0, final.stderr[-2000:]
     rows = sweep_rows(out)
     assert len(rows) == 6 and all(r["state"] == "done" for r in rows)  # no cell lost

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from conftest import HANG_S
 from safetensors import safe_open
 
 PAPER_PARAMS = 468_700_160  # the official configs/large.json model
@@ -27,7 +28,7 @@ def test_paper_470m_trains_two_muon_steps_on_cpu(cache_dir, tmp_path):
     out = tmp_path / "paper"
     res = subprocess.run([sys.executable, "-m", "dualobj.cli", "train", "model=paper_470m", "train=paper",
                           *CPU_OVERRIDES, f"data.cache_dir={cache_dir}", f"out={out}"],
-                         capture_output=True, text=True, env=dict(os.environ), timeout=1800)
+                         capture_output=True, text=True, env=dict(os.environ), timeout=HANG_S)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["params"] == PAPER_PARAMS and summary["total_steps"] == 2 and summary["tokens_seen"] == 256

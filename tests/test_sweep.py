@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import HANG_S
 
 from dualobj import config
 from dualobj import sweep as S
@@ -191,7 +192,7 @@ def _freeze_inside_a_cell(proc: subprocess.Popen, out: Path) -> str:
         return [st.parent.name for st in out.glob("*/status.json")
                 if json.loads(st.read_text()).get("state") == "running"]
 
-    deadline = time.time() + 600
+    deadline = time.time() + HANG_S
     while True:
         assert proc.poll() is None and time.time() < deadline, "the sweep ended before it was seen training"
         if training():
@@ -216,10 +217,10 @@ def test_two_sweeps_on_one_folder_train_each_cell_once(tmp_path, cache_dir):
                                  env={**os.environ, "DUALOBJ_STEP_DELAY": "0.05"}, stdout=log, stderr=log)
     try:
         held = _freeze_inside_a_cell(first, out)
-        second = sweep_cli(*args, timeout=600)
+        second = sweep_cli(*args, timeout=HANG_S)
     finally:
         os.killpg(first.pid, signal.SIGCONT)
-    assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-2000:]
+    assert first.wait(timeout=HANG_S) == 0, (tmp_path / "first.log").read_text()[-2000:]
     outs = [((tmp_path / "first.log").read_text(), ""), (second.stdout, second.stderr)]
     rows = sweep_rows(out)
     assert len(rows) == 6 and all(r["state"] == "done" for r in rows), outs
@@ -246,7 +247,7 @@ def test_killed_sweep_finishes_on_rerun_without_training_a_cell_twice(tmp_path, 
         return [c.parent.parent.name for c in out.glob("*/checkpoints/step_0000008")
                 if not (c.parent.parent / "summary.json").exists()]
 
-    deadline = time.time() + 600
+    deadline = time.time() + HANG_S
     while True:
         assert proc.poll() is None and time.time() < deadline, "sweep ended before it could be killed"
         if half_way():
@@ -327,7 +328,7 @@ res = launch.run_cell(OmegaConf.structured(cfg))
 print(json.dumps({{"res": res, "calls": calls}}))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env={**os.environ, "DUALOBJ_STEP_DELAY": "0.02"}, timeout=180)
+                          env={**os.environ, "DUALOBJ_STEP_DELAY": "0.02"}, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["res"]["outcome"] == "interrupted"

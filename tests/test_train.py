@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import HANG_S
 from safetensors.torch import load_file
 
 from dualobj import config
@@ -132,12 +133,12 @@ def test_sigterm_checkpoints_and_exits_for_requeue(micro, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "dualobj.cli", "train", *args],
                             env={**os.environ, "DUALOBJ_STEP_DELAY": "0.05"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
+    deadline = time.time() + HANG_S
     while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 2 and "re-run the same command to resume" in err
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "interrupted"
@@ -178,3 +179,59 @@ def test_an_alpha_schedule_drives_the_split_and_the_ar_epochs(micro, tmp_path):
     assert [r["train/ar_rows"] for r in rows][:5] == [8] * 5
     assert s["ar_epochs"] == pytest.approx(sum(alphas) * STEP_TOKENS / s["unique_tokens"])
     assert s["alpha_schedule"] == "ar_epochs_capped" and s["alpha_mean"] == pytest.approx(sum(alphas) / 16)
+
+
+ALLOCATOR_PROBE = """
+import json, os, re, sys
+from dualobj.cli import _tune_malloc
+
+_tune_malloc()  # re-executes this script once with the allocator dualobj picks
+import torch
+
+def rss_mb():
+    return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
+
+base = rss_mb()
+for mb in (64, 128, 256, 128, 64):  # blocks of a training step's size, freed at once
+    x = torch.ones(mb * 2**20 // 4)
+    del x
+print(json.dumps({"malloc": os.environ.get("DUALOBJ_MALLOC"), "tunables": os.environ.get("GLIBC_TUNABLES"),
+                  "preload": os.environ.get("LD_PRELOAD"), "kept_mb": rss_mb() - base}))
+"""
+
+
+def _allocator_probe(tmp_path, env: dict) -> dict:
+    script = tmp_path / "probe.py"
+    script.write_text(ALLOCATOR_PROBE)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "DUALOBJ_MALLOC"))}
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env={**clean, **env},
+                         timeout=HANG_S)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the allocator is chosen on Linux only")
+def test_the_glibc_fallback_gives_freed_memory_back(tmp_path):
+    """Without mimalloc or tcmalloc, dualobj re-executes with glibc settings that return freed blocks to the
+    OS; the 16 GB thresholds it used before kept every freed block (a tiny run's evaluation reached 9 GB)."""
+    got = _allocator_probe(tmp_path, {"DUALOBJ_MALLOC": "glibc", "GLIBC_TUNABLES": "glibc.malloc.tcache_count=7"})
+    assert got["malloc"] == "glibc-tuned"
+    assert got["tunables"] == "glibc.malloc.tcache_count=7:glibc.malloc.hugetlb=1"  # the user's own are kept
+    assert got["kept_mb"] < 32, got
+    before = _allocator_probe(tmp_path, {"DUALOBJ_MALLOC": "old", "MALLOC_MMAP_THRESHOLD_": str(16 << 30),
+                                         "MALLOC_TRIM_THRESHOLD_": str(16 << 30), "MALLOC_TOP_PAD_": str(1 << 30)})
+    assert before["kept_mb"] > 200, before  # the probe tells the two apart
+    off = _allocator_probe(tmp_path, {"DUALOBJ_MALLOC": "off"})
+    assert off["malloc"] == "off" and off["tunables"] is None and not off["preload"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the allocator is chosen on Linux only")
+def test_mimalloc_is_preloaded_where_installed(tmp_path):
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("cmeel-mimalloc")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("cmeel-mimalloc is not installed here")
+    got = _allocator_probe(tmp_path, {})
+    assert got["malloc"] == "mimalloc-preloaded" and got["preload"].endswith("libmimalloc.so")

@@ -6,12 +6,12 @@ Three phases, each with memory bounded whatever the corpus size:
    sample, at most ``data.tokenizer_sample_bytes`` of text (``BpeSample``); the BPE learns from it.
 2. **tokenize**: documents stream through ``encode_batch`` (every core) a batch at a time into
    ``docs.bin`` (ids, source order) and ``docs.tab`` (per document: start, length, split hash, UTF-8
-   bytes); ``progress.json`` is rewritten after every flushed batch, and a killed preparation resumes
-   from there. An already-tokenized flat file (``data.source=bin``) is scanned for its separators
-   instead, and never copied.
+   bytes), while a reader thread reads and hashes the next batch; ``progress.json`` is rewritten after
+   every flushed batch, and a killed preparation resumes from there. An already-tokenized flat file
+   (``data.source=bin``) is scanned for its separators instead, and never copied.
 3. **order**: the fixed document order and the train/val split are decided from ``docs.tab`` alone
    (O(documents) memory), then ``train.bin``/``val.bin`` and their offsets are written by gathering the
-   documents a few million tokens at a time. ``meta.json`` comes last.
+   documents (pread) a million tokens at a time. ``meta.json`` comes last.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,19 +155,61 @@ def tokenizer_for(job: Job) -> tuple[Tokenizer, TokenizerInfo]:
 # --------------------------------------------------------------------------- tokenize
 
 
+def _described(batches_: Iterator[list[str]]) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Each batch with its docs.tab rows begun: split hash and UTF-8 bytes of every document."""
+    for batch in batches_:
+        rows = np.empty(len(batch), dtype=TABLE)
+        raws = [doc.encode("utf-8") for doc in batch]
+        rows["h"] = [unit_hash(r) for r in raws]
+        rows["bytes"] = [len(r) for r in raws]
+        yield batch, rows
+
+
+def _ahead(items: Iterator, depth: int = 2) -> Iterator:
+    """items made by a background thread up to `depth` ahead: reading and hashing the next batch overlaps
+    encode_batch, which releases the GIL. The thread's exceptions come out here, in order; the thread
+    stops when the consumer does."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop, end = threading.Event(), object()
+
+    def put(x) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.5)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def run() -> None:
+        try:
+            for x in items:
+                if not put((x, None)):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer as is
+            put((None, e))
+            return
+        put((end, None))
+
+    threading.Thread(target=run, daemon=True, name="prepare-reader").start()
+    try:
+        while True:
+            x, err = q.get()
+            if err is not None:
+                raise err
+            if x is end:
+                return
+            yield x
+    finally:
+        stop.set()
+
+
 def _encode(tok: Tokenizer, batch: list[str], dtype: type, start: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids of the batch's documents end to end, their rows of docs.tab)."""
+    """(ids of the batch's documents end to end, the document lengths)."""
     encode = getattr(tok, "encode_batch_fast", tok.encode_batch)  # skips offsets when available
     ids = [e.ids for e in encode(batch, add_special_tokens=False)]
     n = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(n.sum()))
-    rows = np.empty(len(batch), dtype=TABLE)
-    rows["n"] = n
-    rows["start"] = start + np.cumsum(n) - n
-    raws = [doc.encode("utf-8") for doc in batch]
-    rows["h"] = [unit_hash(r) for r in raws]
-    rows["bytes"] = [len(r) for r in raws]
-    return flat, rows
+    return np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(n.sum())), n
 
 
 def _open_work(job: Job, itemsize: int):
@@ -201,8 +246,9 @@ def tokenize(job: Job, tok: Tokenizer, info: TokenizerInfo) -> None:
                  counter.total, tokens=s["tokens"])
     files = _open_work(job, np.dtype(dtype).itemsize)
     try:
-        for i, batch in enumerate(batches(todo, BATCH_CHARS, BATCH_DOCS), start=1):
-            flat, rows = _encode(tok, batch, dtype, s["tokens"])
+        for i, (batch, rows) in enumerate(_ahead(_described(batches(todo, BATCH_CHARS, BATCH_DOCS))), start=1):
+            flat, rows["n"] = _encode(tok, batch, dtype, s["tokens"])
+            rows["start"] = s["tokens"] + np.cumsum(rows["n"]) - rows["n"]
             _flush(job, files, flat, rows)
             job.ui.update(counter.done, s["docs"], s["tokens"])
             maybe_die("prepare_batch", i)

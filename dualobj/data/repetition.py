@@ -5,8 +5,8 @@ what makes a resumed run see exactly the sequences an uninterrupted one would.
 
 Nothing of the size of the corpus is built: an epoch is a permutation of the documents and the
 cumulative lengths of the re-packed stream (O(documents)) plus a permutation of its windows
-(O(windows)); a window's tokens are found by binary search in the cumulative lengths and read from
-the token file (pread, no pages mapped), so drawing a batch reads only that batch's tokens.
+(O(windows)); a window's pieces of documents are found by binary search in the cumulative lengths and
+read from the token file (pread, no pages mapped), so drawing a batch reads only that batch's tokens.
 """
 
 from __future__ import annotations
@@ -37,11 +37,19 @@ class _Epoch:
         self.ends = np.cumsum(doc_lens[self.order], dtype=np.int64)  # end of each re-packed document
         self.windows = _rng(seed, e, 1).permutation(windows).astype(_index_dtype(windows))
 
-    def sources(self, positions: np.ndarray, doc_starts: np.ndarray, doc_lens: np.ndarray) -> np.ndarray:
-        """Indices into the token array of positions in this epoch's stream (binary search per position)."""
-        k = np.searchsorted(self.ends, positions, side="right")  # the re-packed document of each position
-        doc = self.order[k]
-        return positions - (self.ends[k] - doc_lens[doc]) + doc_starts[doc]
+    def segments(self, first: np.ndarray, span: int, doc_starts: np.ndarray,
+                 doc_lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(start in the token array, length) of the document pieces that make up the windows [first,
+        first + span) of this epoch's stream, window after window: two binary searches per window."""
+        k0 = np.searchsorted(self.ends, first, side="right")  # re-packed document of each window's start
+        n_seg = np.searchsorted(self.ends, first + span - 1, side="right") - k0 + 1
+        before = np.repeat(np.cumsum(n_seg) - n_seg, n_seg)
+        k = np.repeat(k0, n_seg) + np.arange(int(n_seg.sum())) - before
+        begin = np.repeat(first, n_seg)
+        doc, end = self.order[k], self.ends[k]
+        lo = np.maximum(end - doc_lens[doc], begin)  # the piece of document k inside its window
+        hi = np.minimum(end, begin + span)
+        return lo - (end - doc_lens[doc]) + doc_starts[doc], hi - lo
 
 
 class _FileTokens:
@@ -65,17 +73,22 @@ class _FileTokens:
         with contextlib.suppress(AttributeError, OSError):
             os.close(self.fd)
 
-    def __getitem__(self, src: np.ndarray) -> np.ndarray:
-        flat = src.reshape(-1)
-        cut = np.flatnonzero(np.diff(flat) != 1) + 1  # runs of consecutive ids: one read each
-        begins, ends = np.concatenate([[0], cut]), np.concatenate([cut, [flat.size]])
+    def read(self, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The pieces [start, start + length) end to end, one pread each."""
         item = self.dtype.itemsize
-        parts = [os.pread(self.fd, (e - b) * item, self.offset + a * item)
-                 for a, b, e in zip(flat[begins].tolist(), begins.tolist(), ends.tolist(), strict=True)]
-        data = b"".join(parts)
-        if len(data) != flat.size * item:
+        data = b"".join(os.pread(self.fd, n * item, self.offset + a * item)
+                        for a, n in zip(starts.tolist(), lengths.tolist(), strict=True))
+        if len(data) != int(lengths.sum()) * item:
             raise DataError("the token file shrank while training read it; prepare the corpus again")
-        return np.frombuffer(data, dtype=self.dtype).reshape(src.shape)
+        return np.frombuffer(data, dtype=self.dtype)
+
+
+def _read_pieces(tokens, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The pieces [start, start + length) of an indexable token array end to end, in one indexing."""
+    if isinstance(tokens, _FileTokens):
+        return tokens.read(starts, lengths)
+    offsets = np.cumsum(lengths) - lengths
+    return np.asarray(tokens[np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()))])
 
 
 class RepeatedStream:
@@ -129,12 +142,12 @@ class RepeatedStream:
             raise ValueError("sequence indices must be >= 0")
         out = np.empty((idx.size, self.seq_len + 1), dtype=np.int64)
         epochs = idx // self.windows_per_epoch
-        offsets = np.arange(self.seq_len + 1)
         for e in np.unique(epochs):
             sel = epochs == e
             ep = self._epoch(int(e))
             first = ep.windows[idx[sel] % self.windows_per_epoch].astype(np.int64) * self.seq_len
-            out[sel] = self._read[ep.sources(first[:, None] + offsets, self.doc_starts, self.doc_lens)]
+            pieces = ep.segments(first, self.seq_len + 1, self.doc_starts, self.doc_lens)
+            out[sel] = _read_pieces(self._read, *pieces).reshape(len(first), self.seq_len + 1)
         return out
 
 

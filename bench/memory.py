@@ -193,7 +193,7 @@ def sweep_run(spec: Path, extra: list[str], variant: dict, keep: Path | None = N
     if keep is not None:
         if any(keep.glob("*/summary.json")):
             raise SystemExit(f"{keep} already holds finished cells: the sweep would not train them again")
-        keep.parent.mkdir(parents=True, exist_ok=True)
+        keep.mkdir(parents=True, exist_ok=True)
         (out / "runs").symlink_to(keep.resolve(), target_is_directory=True)
     try:
         t0 = time.perf_counter()

@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import md_table  # noqa: E402
-from memory import write_section  # noqa: E402
 from peak import matmul  # noqa: E402
+from results import write_section  # noqa: E402
 
 from dualobj import config  # noqa: E402
 from dualobj.budget import flops_per_token  # noqa: E402
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(table)
     out = a.out or (None if a.smoke else Path(__file__).parent / "RESULTS.md")
     if out:
-        write_section(out, f"{time.strftime('%Y-%m-%d')}, torch {torch.__version__}.\n\n{table}", SECTION)
+        write_section(out, "bench/gpu.py", f"{SECTION}\n\n{time.strftime('%Y-%m-%d')}, torch {torch.__version__}.\n\n{table}")
         print(f"wrote the GPU section of {out}")
     return info
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, md_table  # noqa: E402
+from results import write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ["model=tiny", "data.repetitions=4", "objective.alpha=0.5", "train.tokens=200000", "train.threads=1"]
@@ -223,16 +224,6 @@ def sweep_run(spec: Path, extra: list[str], variant: dict, keep: Path | None = N
     return f"{head}\n\n{table}", info
 
 
-def write_section(path: Path, body: str, section: str = SECTION) -> None:
-    """Replace (or append) one benchmark's section of RESULTS.md, leaving the others as they are."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{section}\n\n{body.rstrip()}\n"
-    pattern = re.compile(re.escape(section) + r"\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: block + "\n", text, count=1) if pattern.search(text) else \
-        text.rstrip() + "\n\n" + block
-    path.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=2, help="demo runs per allocator, round-robin")
@@ -256,7 +247,7 @@ def main() -> None:
         parts.append(f"Every process of a whole sweep, tcmalloc absent ({NO_TCMALLOC[0]}): {text}")
     body = "\n\n".join(parts)
     print(body)
-    write_section(a.out, body)
+    write_section(a.out, "bench/memory.py", f"{SECTION}\n\n{body}")
     print(f"wrote the memory section of {a.out}")
 
 

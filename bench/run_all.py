@@ -20,6 +20,7 @@ import sweep_throughput  # noqa: E402
 import torch  # noqa: E402
 import train_throughput  # noqa: E402
 from common import machine, md_table  # noqa: E402
+from results import write_section  # noqa: E402
 
 from dualobj.runtime import use_bf16  # noqa: E402
 
@@ -82,7 +83,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny only, fewer steps, no sweep timing")
     a = ap.parse_args()
     models = ["tiny"] if a.quick else a.models
-    sections = [f"# Benchmark results\n\n{datetime.date.today()}, {machine()}\n"]
+    sections = [f"{datetime.date.today()}, {machine()}\n"]
     got = {}
 
     def training():
@@ -107,7 +108,7 @@ def main() -> None:
         print(table, flush=True)
         sections.append(f"## {title}\n\n{table}\n")
     sections.append(READING)
-    Path(a.out).write_text("\n".join(sections))
+    write_section(Path(a.out), "bench/run_all.py", "\n".join(sections))  # the other benchmarks' sections stay
     print(f"wrote {a.out}")
 
 

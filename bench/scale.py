@@ -35,6 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from results import write_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 DUALOBJ = str(Path(PY).parent / "dualobj")
@@ -322,18 +325,6 @@ def targets(rows: list[dict], t: dict | None) -> str:
     return "| target | measured | status |\n|---:|---:|---:|\n" + "\n".join(out)
 
 
-def write_results(out: Path, section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (between its markers), or append it."""
-    start, end = "<!-- bench/scale.py -->", "<!-- /bench/scale.py -->"
-    text = out.read_text() if out.is_file() else "# Benchmark results\n"
-    block = f"{start}\n{section.strip()}\n{end}\n"
-    if start in text and end in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    out.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10M,100M")
@@ -365,7 +356,7 @@ def main() -> None:
                   if b else "")
                + f"{targets(rows, t)}\n")
     print(section)
-    write_results(Path(args.out), section)
+    write_section(Path(args.out), "bench/scale.py", section)
     if not args.keep:
         for r in rows:
             shutil.rmtree(work / f"cache_{r['size']}", ignore_errors=True)

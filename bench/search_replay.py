@@ -35,8 +35,11 @@ from dualobj.fmt import format_alpha
 from dualobj.report.tables import default_lower_is_better
 from dualobj.sweep.search import Problem, assess, next_cells, to_alpha
 
+sys.path.insert(0, str(Path(__file__).parent))
+from results import write_section  # noqa: E402
+
 SECTION = "## Adaptive search: replay on a finished grid"
-BEGIN, END = "<!-- search_replay:begin -->", "<!-- search_replay:end -->"
+SECTION_KEY = "bench/search_replay.py"
 
 
 @dataclass
@@ -222,17 +225,6 @@ def verdict(results: dict, budget: int, n_seeds: int) -> str:
             f"{sum(n is not None and n <= budget for n in rand)}/{n_seeds} seeds).")
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (between its markers), or append it."""
-    old = path.read_text() if path.is_file() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):].lstrip("\n")
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    path.write_text(new)
-
-
 def peak_rss_mib() -> float | None:
     """VmHWM of this process (Linux), MiB."""
     try:
@@ -300,7 +292,7 @@ def main() -> None:
         f"{peak_rss_mib() or float('nan'):.0f} MiB.", ""])
     print(text)
     if not a.no_write:
-        write_section(a.out, text)
+        write_section(a.out, SECTION_KEY, text)
 
 
 if __name__ == "__main__":

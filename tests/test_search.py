@@ -365,10 +365,12 @@ def test_replay_writes_its_own_section_of_results(tmp_path):
     B = bench_module("search_replay")
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\n## Something else\n\nkept\n")
-    B.write_section(results, "## Adaptive search\n\nfirst\n")
-    B.write_section(results, "## Adaptive search\n\nsecond\n")
+    B.write_section(results, B.SECTION_KEY, "## Adaptive search\n\nfirst\n")
+    results.write_text(results.read_text() + "\n## Written after it\n\nalso kept\n")
+    B.write_section(results, B.SECTION_KEY, "## Adaptive search\n\nsecond\n")
     text = results.read_text()
-    assert "kept" in text and "second" in text and "first" not in text and text.count(B.BEGIN) == 1
+    assert "kept" in text and "second" in text and "first" not in text and text.count(f"<!-- {B.SECTION_KEY} -->") == 1
+    assert text.index("kept") < text.index("second") < text.index("also kept")  # in place, the others untouched
 
 
 def test_record_grid_keeps_config_and_final_metrics_only(tmp_path):

@@ -271,9 +271,9 @@ ordering), wall and CPU seconds, peak RSS as the kernel reports it (ru_maxrss). 
 process (imports, torch included) opens the prepared corpus and draws 8 windows of 2,049 tokens at R=1;
 seconds from its start, the part spent opening the corpus and building the first epoch, and its VmHWM
 (medians of 3 processes; the largest VmHWM). *µs/batch*: the mean (and median) over 200 batches drawn
-after it, at R=1 and R=64 (where the epoch re-shuffles several times in between). Other engineers' jobs
-shared the 2 cores: the CPU they used meanwhile (in cores) is the last column (prepare / first batch), and
-CPU seconds are less affected by them than wall-clock seconds."""
+after it, at R=1 and R=64 (where the epoch re-shuffles several times in between). The CPU other processes
+used meanwhile (in cores) is the last column (prepare / first batch): 0 means the machine was otherwise
+idle; CPU seconds are less affected by other load than wall-clock seconds."""
 
 
 def size_table(rows: list[dict]) -> str:

@@ -356,3 +356,19 @@ def test_curve_plots_have_readable_ticks_and_visible_lines():
     colors = series_colors([0, 1 / 16, 1 / 4, 1 / 2, 3 / 4, 15 / 16, 1], "plasma")
     for c in colors.values():  # no line (α=1/2 included) close to white
         assert sum(to_rgb(c)) / 3 < 0.8, c
+
+
+def test_a_run_id_in_two_sweep_folders_counts_once(tmp_path):
+    """An adaptive search reuses a grid's run ids: a report over both folders must not average a cell with
+    itself (a done copy wins over an unfinished one)."""
+    make_run(tmp_path / "grid", "aaa", R=1, alpha=0.5, nll=3.0, metrics=curve([4.0, 3.5, 3.0]))
+    make_run(tmp_path / "grid", "bbb", R=1, alpha=1.0, nll=2.0)
+    make_run(tmp_path / "search", "aaa", R=1, alpha=0.5, nll=3.0, metrics=curve([4.0, 3.5, 3.0]))
+    make_run(tmp_path / "search", "bbb", R=1, alpha=1.0, state="running")
+    make_run(tmp_path / "search", "ccc", R=1, alpha=0.0, nll=4.0)
+    df = load_runs(tmp_path)
+    assert sorted(df["run_id"]) == ["aaa", "bbb", "ccc"]
+    assert df.set_index("run_id").loc["bbb", "state"] == "done"
+    curves = load_curves(tmp_path)
+    assert (curves["run_id"] == "aaa").sum() == 3  # one copy's three validation points, not six
+

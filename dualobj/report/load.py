@@ -105,7 +105,19 @@ def _ar_share(info: RunInfo, s: dict) -> float | None:
 
 
 def _scan(path: str | Path) -> list[tuple[Path, dict]]:
-    return [(info.path, _run_record(info)) for info, _ in folder_runs(path)]
+    """Every run directory at/under ``path`` once per run id: the same run id is the same run (its semantic
+    config), so a copy in another sweep folder (an adaptive search reusing a grid's cells) is not counted
+    twice; a done copy is kept over an unfinished one, else the first by path."""
+    scanned = [(info.path, _run_record(info)) for info, _ in folder_runs(path)]
+    keep: dict[str, int] = {}
+    for i, (_, rec) in enumerate(scanned):
+        rid = rec.get("run_id")
+        if rid is None:
+            continue
+        j = keep.get(rid)
+        if j is None or (scanned[j][1].get("state") != "done" and rec.get("state") == "done"):
+            keep[rid] = i
+    return [x for i, x in enumerate(scanned) if x[1].get("run_id") is None or keep[x[1]["run_id"]] == i]
 
 
 # ----------------------------------------------------------------------------- frames

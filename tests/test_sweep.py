@@ -336,3 +336,19 @@ print(json.dumps({{"res": res, "calls": calls}}))
     assert status["state"] == "interrupted" and 0 < status["step"] < 200
     # The requeue handler ran once, after the checkpoint at the stopping step was written.
     assert got["calls"] == [[f"step_{status['step']:07d}"]]
+
+
+@pytest.mark.slow
+def test_a_cell_process_killed_by_the_os_fails_that_cell_and_the_sweep_goes_on(tmp_path, cache_dir):
+    """joblib workers train each cell in a fresh process: one killed with SIGKILL (as the OOM killer does)
+    is a failed cell, reported in one line, not a lost worker that ends the sweep; a re-run finishes it."""
+    out = tmp_path / "sweep"
+    args = [str(ROOT / "sweeps" / "smoke.yaml"), "hydra/launcher=joblib", "--out", str(out),
+            *MICRO_CLI, "train.tokens=2048", f"data.cache_dir={cache_dir}"]
+    killed = sweep_cli(*args, env={"DUALOBJ_FAULT": "step@2"}, timeout=HANG_S)
+    assert "Traceback" not in killed.stderr and "TerminatedWorkerError" not in killed.stderr, killed.stderr[-3000:]
+    assert killed.stderr.count("ended with exit code -9 (killed: out of memory?)") == 6, killed.stderr[-3000:]
+    assert "0/6 cells done" in killed.stderr
+    again = sweep_cli(*args, timeout=HANG_S)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert all(r["state"] == "done" for r in sweep_rows(out))

@@ -77,6 +77,43 @@ def run_cell(cfg, max_attempts: int = 2) -> dict:
         _release_memory()
 
 
+def run_cell_fresh(cfg, max_attempts: int = 2) -> dict:
+    """:func:`run_cell` in a new process: what joblib's long-lived workers run. A worker that trained cells
+    in itself kept 450-600 MiB of native memory from one cell to the next (bench/RESULTS.md), so each cell
+    gets a fresh process, bounded by one run's peak; and a cell whose process dies (killed by the OS for
+    memory, say) is a failed cell that a re-run retries, not a lost worker that ends the whole sweep."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    with tempfile.TemporaryDirectory(prefix="dualobj-cell-") as tmp:
+        job, result = Path(tmp) / "cell.json", Path(tmp) / "result.json"
+        job.write_text(json.dumps({"cfg": OmegaConf.to_container(cfg, resolve=True), "max_attempts": max_attempts}))
+        code = subprocess.call([sys.executable, "-c", "from dualobj.sweep.launch import cell_main; cell_main()",
+                                str(job), str(result)])
+        if result.is_file():
+            return json.loads(result.read_text())
+    why = " (killed: out of memory?)" if code == -signal.SIGKILL else ""
+    return {"run_id": C.run_id(C.to_config(cfg)), "outcome": "failed",
+            "error": f"the cell's process ended with exit code {code}{why} before reporting; "
+                     "re-run the sweep to retry the cell"}
+
+
+def cell_main() -> None:
+    """The fresh process of :func:`run_cell_fresh`: argv = the cell's JSON file, where to write the result."""
+    import json
+    import sys
+
+    from omegaconf import OmegaConf
+
+    job = json.loads(Path(sys.argv[1]).read_text())
+    res = run_cell(OmegaConf.create(job["cfg"]), job["max_attempts"])
+    Path(sys.argv[2]).write_text(json.dumps(res))
+
+
 def _release_memory() -> None:
     """A joblib worker trains cell after cell; hand freed memory back to the OS between cells (the tuned
     glibc settings never trim on their own, and a long sweep's workers grew to 8-9 GB each without this)."""
@@ -143,7 +180,8 @@ def launch(cells: list[Cell], spec: SweepSpec, out_dir: Path, hydra_args: list[s
             extra.append(f"train.threads={threads}")
         job_ov.append([*C.normalize_overrides(c.overrides), *extra])  # Hydra itself composes each job
     hydra, master = _master(spec, out_dir, launcher_ov)
-    task = functools.partial(run_cell, max_attempts=1 + spec.retries)
+    joblib = "hydra/launcher=joblib" in launcher_ov  # long-lived workers: a fresh process per cell
+    task = functools.partial(run_cell_fresh if joblib else run_cell, max_attempts=1 + spec.retries)
     launcher = Plugins.instance().instantiate_launcher(
         config=master, hydra_context=HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks(master)),
         task_function=task,

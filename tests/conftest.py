@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 
 # How long a test waits for a subprocess or a file before calling it hung: a guard against hangs only,
 # never a speed requirement (on a 2-core machine under other load, a micro sweep can take 10 minutes).
 HANG_S = 1800
+
+
+def kill_group_when(proc, ready, what: str):
+    """SIGKILL ``proc``'s process group (started with ``start_new_session=True``) at a moment ``ready()``
+    is true, and return what it returned. The group is frozen (SIGSTOP) before the check that decides, so
+    nothing can change in between however loaded the machine is: the test waits on files, not on time."""
+    deadline = time.time() + HANG_S
+    while True:
+        assert proc.poll() is None and time.time() < deadline, f"{what} ended before it could be killed"
+        if ready():
+            os.killpg(proc.pid, signal.SIGSTOP)
+            if got := ready():
+                break
+            os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, no clean-up
+    proc.wait()
+    return got
 
 # A micro model that trains in about a second on CPU; every e2e test builds on it.
 MICRO = [

@@ -7,15 +7,14 @@ import importlib.util
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import kill_group_when
 
 from dualobj.budget import ar_share
 from dualobj.sweep import load_spec
@@ -311,17 +310,7 @@ def test_a_killed_search_resumes_where_it_stopped_and_proposes_the_same_cells(tm
         return [k for k in later if (out / k / "checkpoints" / "step_0000008").is_dir()
                 and not (out / k / "summary.json").exists()]
 
-    deadline = time.time() + 600
-    while True:
-        assert proc.poll() is None and time.time() < deadline, "the search ended before it could be killed"
-        if half_way():
-            os.killpg(proc.pid, signal.SIGSTOP)
-            if midway := half_way():
-                break
-            os.killpg(proc.pid, signal.SIGCONT)
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    midway = kill_group_when(proc, half_way, "the search")
     res = run_cli("sweep", str(spec), "--out", str(out), "train.checkpoint_every=4")
     assert res.returncode == 0, res.stderr[-3000:]
     got, want = Q.read_trace(out), Q.read_trace(whole)

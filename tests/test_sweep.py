@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HANG_S
+from conftest import HANG_S, kill_group_when
 
 from dualobj import config
 from dualobj import sweep as S
@@ -233,7 +233,6 @@ def test_two_sweeps_on_one_folder_train_each_cell_once(tmp_path, cache_dir):
 
 @pytest.mark.slow
 def test_killed_sweep_finishes_on_rerun_without_training_a_cell_twice(tmp_path, cache_dir):
-    import signal
 
     out = tmp_path / "sweep"
     args = [str(ROOT / "sweeps" / "smoke.yaml"), "--out", str(out), *MICRO_CLI, "train.tokens=5120",
@@ -247,18 +246,9 @@ def test_killed_sweep_finishes_on_rerun_without_training_a_cell_twice(tmp_path, 
         return [c.parent.parent.name for c in out.glob("*/checkpoints/step_0000008")
                 if not (c.parent.parent / "summary.json").exists()]
 
-    deadline = time.time() + HANG_S
-    while True:
-        assert proc.poll() is None and time.time() < deadline, "sweep ended before it could be killed"
-        if half_way():
-            os.killpg(proc.pid, signal.SIGSTOP)
-            if midway := half_way():
-                break
-            os.killpg(proc.pid, signal.SIGCONT)
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its joblib workers, no clean-up
-    proc.wait()
+    midway = kill_group_when(proc, half_way, "the sweep")
     # The workers die a moment after the parent: wait until none holds a run's lock any more.
+    deadline = time.time() + HANG_S
     while any(RunDir(d).is_locked() for d in out.iterdir() if d.is_dir()):
         assert time.time() < deadline, "killed workers still hold their runs"
         time.sleep(0.02)

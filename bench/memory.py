@@ -14,10 +14,11 @@ if installed, else glibc): the VmHWM of every process of the sweep's process tre
 largest ru_maxrss of any reaped descendant; next to the cells' tokens/s.
 
     .venv/bin/python bench/memory.py                                  # (a) only, 2 rounds
-    .venv/bin/python bench/memory.py --sweep sweeps/mini.yaml         # (a) and (b): the mini grid (35 min here)
+    .venv/bin/python bench/memory.py --sweep sweeps/mini.yaml         # (a) and (b): the mini grid (27 min here)
     .venv/bin/python bench/memory.py --no-demo --sweep sweeps/smoke.yaml
 
-The tables are printed and written into bench/RESULTS.md (the section "Memory", replaced in place).
+The tables are printed and written into bench/RESULTS.md, section "Memory": each run replaces only the
+tables it made (demo, sweep), so a sweep-only run keeps the demo table and the text around them.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ VARIANTS = {
 NO_TCMALLOC = ("mimalloc", {"DUALOBJ_MALLOC": "mimalloc"}) if MIMALLOC else ("glibc + huge pages",
                                                                               {"DUALOBJ_MALLOC": "glibc"})
 SECTION = "## Memory: peak RSS next to tokens/s"
+SECTION_KEY, DEMO_KEY, SWEEP_KEY = "bench/memory.py", "bench/memory.py: demo", "bench/memory.py: sweep"
 _CLEAN = ("DUALOBJ_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "LD_PRELOAD",
           "GLIBC_TUNABLES")
 
@@ -154,13 +156,28 @@ def _status_kb(pid: int) -> dict[str, int]:
 
 
 def _label(pid: int) -> str:
+    """What a process of the sweep is: the sweep's parent, a joblib worker, one cell's own process, or other."""
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return "?"
     text = " ".join(c.decode(errors="replace") for c in cmd)
+    if "cell_main" in text:
+        return "cell process"
     m = re.search(r"--process-name (\S+)", text)
     return m.group(1) if m else ("sweep (parent)" if " sweep " in text else Path(cmd[0].decode()).name)
+
+
+def peak_table(peaks: dict[int, float], labels: dict[int, str], maxrss: float) -> str:
+    """Markdown: one row per process, except the cell processes (one per cell), summarised in one row."""
+    cells = sorted(mb for pid, mb in peaks.items() if labels[pid] == "cell process")
+    rows = [[f"{labels[pid]} (pid {pid})", "1", f"{mb:,.0f}"] for pid, mb in sorted(peaks.items(), key=lambda kv: -kv[1])
+            if labels[pid] != "cell process" and mb > 50]
+    if cells:
+        rows.insert(0, ["cell processes, largest (median, smallest)", str(len(cells)),
+                        f"{cells[-1]:,.0f} ({statistics.median(cells):,.0f}, {cells[0]:,.0f})"])
+    rows.append(["largest reaped descendant (wait4)", "", f"{maxrss:,.0f}"])
+    return md_table(["process", "count", "peak RSS MiB (VmHWM)"], rows)
 
 
 class TreeWatch:
@@ -181,10 +198,11 @@ class TreeWatch:
                     self.label.setdefault(pid, _label(pid))
             self._stop.wait(self.every)
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> dict[int, float]:
+        """Per pid, its peak RSS in MiB (``self.label`` says what each process was)."""
         self._stop.set()
         self._thread.join()
-        return {f"{self.label[p]} (pid {p})": kb / 1024 for p, kb in self.peak.items()}
+        return {p: kb / 1024 for p, kb in self.peak.items()}
 
 
 def sweep_run(spec: Path, extra: list[str], variant: dict, keep: Path | None = None) -> tuple[str, dict]:
@@ -212,11 +230,9 @@ def sweep_run(spec: Path, extra: list[str], variant: dict, keep: Path | None = N
         shutil.rmtree(out, ignore_errors=True)
     tps = [s["tokens_per_s"] for s in summaries]
     tokens = sum(s["tokens_seen"] for s in summaries)
-    rows = [[name, f"{mb:,.0f}"] for name, mb in sorted(peaks.items(), key=lambda kv: -kv[1]) if mb > 50]
-    rows.append(["largest reaped descendant (wait4)", f"{usage.ru_maxrss / 1024:,.0f}"])
-    table = md_table(["process", "peak RSS MB (VmHWM)"], rows)
+    table = peak_table(peaks, watch.label, usage.ru_maxrss / 1024)
     info = {"cells": len(summaries), "wall": wall, "tps_median": statistics.median(tps) if tps else 0,
-            "tps_total": tokens / wall, "peaks": peaks, "maxrss": usage.ru_maxrss / 1024}
+            "tps_total": tokens / wall, "peaks": peaks, "labels": watch.label, "maxrss": usage.ru_maxrss / 1024}
     name = spec.relative_to(ROOT) if spec.is_relative_to(ROOT) else spec
     head = (f"`dualobj sweep {name}{''.join(' ' + e for e in extra)}`: {len(summaries)} cells in "
             f"{wall / 60:.1f} min; training tokens/s per job (median over cells) {info['tps_median']:,.0f}, "
@@ -234,22 +250,31 @@ def main() -> None:
     ap.add_argument("--sweep-out", type=Path, help="keep the sweep's runs in this folder (e.g. runs/mini)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     a = ap.parse_args()
-    parts = [f"{time.strftime('%Y-%m-%d')}, {machine()}; tcmalloc {'installed' if TCMALLOC else 'absent'}, "
-             f"mimalloc {'installed' if MIMALLOC else 'absent'}."]
+    head = (f"{time.strftime('%Y-%m-%d %H:%M')}, {machine()}; tcmalloc {'installed' if TCMALLOC else 'absent'}, "
+            f"mimalloc {'installed' if MIMALLOC else 'absent'}.")
+    parts = {}
     if not a.no_demo:
         print("demo run per allocator:", flush=True)
         table, _ = demo_runs(a.rounds, a.demo_override, VARIANTS)
-        parts.append(f"The demo run (`dualobj train {' '.join(DEMO + a.demo_override)}`, end-of-training "
-                     f"evaluation included), {a.rounds} round(s) round-robin; peak RSS is the largest:\n\n{table}")
+        parts[DEMO_KEY] = (f"{head}\n\nThe demo run (`dualobj train {' '.join(DEMO + a.demo_override)}`, end-of-training "
+                           f"evaluation included), {a.rounds} round(s) round-robin; peak RSS is the largest:\n\n{table}")
     if a.sweep:
         print(f"whole sweep {a.sweep}:", flush=True)
         text, _ = sweep_run(a.sweep.resolve(), a.sweep_override, NO_TCMALLOC[1], a.sweep_out)
-        parts.append(f"Every process of a whole sweep, tcmalloc absent ({NO_TCMALLOC[0]}): {text}")
-    body = "\n\n".join(parts)
-    print(body)
-    write_section(a.out, "bench/memory.py", f"{SECTION}\n\n{body}")
-    print(f"wrote the memory section of {a.out}")
+        parts[SWEEP_KEY] = f"{head}\n\nEvery process of a whole sweep, tcmalloc absent ({NO_TCMALLOC[0]}): {text}"
+    print("\n\n".join(parts.values()))
+    write_parts(a.out, parts)
+    print(f"wrote {', '.join(parts)} into {a.out}")
 
+
+def write_parts(out: Path, parts: dict[str, str]) -> None:
+    """Replace the parts run (the demo table, the sweep table) in the memory section, keeping the others and
+    any text written around them; the section's skeleton is added first when the file has none."""
+    if f"<!-- {SECTION_KEY} -->" not in (out.read_text() if out.is_file() else ""):
+        skeleton = "\n\n".join([SECTION, *(f"<!-- {k} -->\n<!-- /{k} -->" for k in (DEMO_KEY, SWEEP_KEY))])
+        write_section(out, SECTION_KEY, skeleton)
+    for key, body in parts.items():
+        write_section(out, key, body)
 
 if __name__ == "__main__":
     main()

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
+import sys
 import time
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench_module(name: str):
+    """A script of bench/ imported as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
 
 # How long a test waits for a subprocess or a file before calling it hung: a guard against hangs only,
 # never a speed requirement (on a 2-core machine under other load, a micro sweep can take 10 minutes).

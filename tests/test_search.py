@@ -3,7 +3,6 @@ resumption, the trace in the report, the AR share of the gradient weight, and th
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import kill_group_when
+from conftest import bench_module, kill_group_when
 
 from dualobj.budget import ar_share
 from dualobj.sweep import load_spec
@@ -36,14 +35,6 @@ search:
   batch: 1
 launcher: basic
 """
-
-
-def bench_module(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:

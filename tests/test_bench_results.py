@@ -1,0 +1,40 @@
+"""bench/RESULTS.md is shared: each benchmark (and each part of bench/memory.py) replaces only its own section."""
+
+from __future__ import annotations
+
+from conftest import bench_module
+
+
+def test_a_section_is_replaced_in_place_and_the_rest_is_kept(tmp_path):
+    R = bench_module("results")
+    out = tmp_path / "RESULTS.md"
+    R.write_section(out, "a", "first A")
+    R.write_section(out, "b", "first B")
+    R.write_section(out, "a", "second A")
+    text = out.read_text()
+    assert text.startswith(R.HEADER)
+    assert "first A" not in text and "second A" in text and "first B" in text
+    assert text.index("second A") < text.index("first B")  # replaced where it was, not appended
+
+
+def test_a_sweep_only_memory_run_keeps_the_demo_table_and_the_text_around_it(tmp_path):
+    M = bench_module("memory")
+    out = tmp_path / "RESULTS.md"
+    M.write_parts(out, {M.DEMO_KEY: "demo table 1", M.SWEEP_KEY: "sweep table 1"})
+    out.write_text(out.read_text().replace(f"<!-- /{M.SECTION_KEY} -->", f"why the allocator\n<!-- /{M.SECTION_KEY} -->"))
+    M.write_parts(out, {M.SWEEP_KEY: "sweep table 2"})
+    text = out.read_text()
+    assert text.count(M.SECTION) == 1
+    assert "demo table 1" in text and "sweep table 2" in text and "sweep table 1" not in text
+    assert "why the allocator" in text
+
+
+def test_the_sweep_table_summarises_cell_processes_in_one_row():
+    M = bench_module("memory")
+    peaks = {10: 378.0, 11: 334.0, 12: 333.0, 20: 1269.0, 21: 1071.0, 22: 1070.0}
+    labels = {10: "sweep (parent)", 11: "LokyProcess-1", 12: "LokyProcess-2", 20: "cell process",
+              21: "cell process", 22: "cell process"}
+    table = M.peak_table(peaks, labels, 1269.0).splitlines()
+    assert table[2].split("|")[1:4] == [" cell processes, largest (median, smallest) ", " 3 ", " 1,269 (1,071, 1,070) "]
+    assert any("sweep (parent) (pid 10)" in row and "378" in row for row in table)
+    assert not any("pid 20" in row for row in table)

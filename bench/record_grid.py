@@ -3,6 +3,7 @@
 eval/* values); no checkpoints, no curves.
 
     python bench/record_grid.py runs/mini > bench/data/mini_grid.json
+    python bench/record_grid.py runs/mini runs/mini-seeds > bench/data/mini_grid_2seeds.json   # two seeds per cell
 """
 
 from __future__ import annotations
@@ -34,25 +35,29 @@ def cell_record(row: dict) -> dict:
             "metrics": dict(sorted(metrics.items()))}
 
 
-def record(folder: Path) -> dict:
-    """Every done constant-α run under ``folder``, sorted by (model, R, α, seed)."""
-    runs = load_runs(folder)
-    done = runs[runs["state"] == "done"]
-    cells = [cell_record(r) for r in done.to_dict("records")]
-    cells = [c for c in cells if c["alpha_schedule"] == "constant"]
-    cells.sort(key=lambda c: (c["model"], c["R"], c["alpha"], c["seed"]))
-    not_done = int((runs["state"] != "done").sum())
-    return {"source": str(folder), "written_by": "bench/record_grid.py", "cells_not_done": not_done,
-            "cells": cells}
+def record(*folders: Path) -> dict:
+    """Every done constant-α run under ``folders``, once per run id, sorted by (model, R, α, seed)."""
+    cells: dict[str, dict] = {}
+    not_done = 0
+    for folder in folders:
+        runs = load_runs(folder)
+        done = runs[runs["state"] == "done"]
+        for c in (cell_record(r) for r in done.to_dict("records")):
+            if c["alpha_schedule"] == "constant":
+                cells.setdefault(c["run_id"], c)
+        not_done += int((runs["state"] != "done").sum())
+    ordered = sorted(cells.values(), key=lambda c: (c["model"], c["R"], c["alpha"], c["seed"]))
+    return {"source": " ".join(str(f) for f in folders), "written_by": "bench/record_grid.py",
+            "cells_not_done": not_done, "cells": ordered}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folder", type=Path, help="a finished sweep folder, e.g. runs/mini")
+    ap.add_argument("folder", type=Path, nargs="+", help="finished sweep folders, e.g. runs/mini (a run in two counts once)")
     a = ap.parse_args()
-    rec = record(a.folder)
+    rec = record(*a.folder)
     if rec["cells_not_done"]:
-        print(f"note: {rec['cells_not_done']} cell(s) of {a.folder} are not done and are left out", file=sys.stderr)
+        print(f"note: {rec['cells_not_done']} cell(s) not done are left out", file=sys.stderr)
     json.dump(rec, sys.stdout, indent=1, sort_keys=False)
     sys.stdout.write("\n")
 

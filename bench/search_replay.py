@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -39,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results import write_section  # noqa: E402
 
 SECTION = "## Adaptive search: replay on a finished grid"
-SECTION_KEY = "bench/search_replay.py"
+SECTION_KEY = "bench/search_replay.py"  # one section per grid record: "bench/search_replay.py: mini_grid"
 
 
 @dataclass
@@ -69,6 +70,20 @@ class Grid:
         cells = [(self.truth(r, x), x) for rr, x in self.samples if rr == r]
         v, x = min(cells) if self.lower else max(cells)
         return x, v
+
+    def runner_up(self, r: float) -> tuple[float, float]:
+        """The second-best cell at ``r``: its x and how much worse it is than the best (by the means over seeds)."""
+        cells = sorted(((self.truth(r, x), x) for rr, x in self.samples if rr == r), reverse=not self.lower)
+        return cells[1][1], abs(cells[1][0] - cells[0][0])
+
+    def seed_sd(self) -> tuple[float, int] | None:
+        """The standard deviation of one run's value between seeds, pooled over the cells run with several seeds
+        (and their number); None where no cell was."""
+        multi = [np.asarray(v, float) for v in self.samples.values() if len(v) > 1]
+        if not multi:
+            return None
+        ss = sum(float(((v - v.mean()) ** 2).sum()) for v in multi)
+        return math.sqrt(ss / sum(len(v) - 1 for v in multi)), len(multi)
 
     def ok(self, r: float, x: float | None, tol: float) -> bool:
         return x is not None and abs(self.truth(r, x) - self.best(r)[1]) <= tol + 1e-12
@@ -189,17 +204,18 @@ def _within(ns: list, budget: int) -> str:
 def table(grid: Grid, results: dict, budget: int) -> str:
     """Markdown: per R the grid's best α, then per method the cells needed and the seeds resolved in budget."""
     methods = list(results)
-    head = ["R", "grid's best α (value)"]
+    head = ["R", "grid's best α (value)", "next best α (how much worse)"]
     for m in methods:
         head += [f"{m}: cells needed, median (range)", f"{m}: seeds ≤ {budget}"]
     rows = []
     for r in [*grid.levels, "all"]:
         if r == "all":
-            first = "every R at once"
+            first, second = "every R at once", ""
         else:
             x, v = grid.best(r)
-            first = f"{format_alpha(grid.alpha(x))} ({v:.4f})"
-        row = [f"{r:g}" if r != "all" else "all", first]
+            x2, gap = grid.runner_up(r)
+            first, second = f"{format_alpha(grid.alpha(x))} ({v:.4f})", f"{format_alpha(grid.alpha(x2))} (+{gap:.4f})"
+        row = [f"{r:g}" if r != "all" else "all", first, second]
         for m in methods:
             row += [_spread(results[m][r]), _within(results[m][r], budget)]
         rows.append(row)
@@ -207,7 +223,12 @@ def table(grid: Grid, results: dict, budget: int) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def verdict(results: dict, budget: int, n_seeds: int) -> str:
+def target_text(a: argparse.Namespace, grid: Grid) -> str:
+    """The target's cell count and where it comes from."""
+    return f"{a.target} cells (--target)" if a.target else f"{grid.n_cells // 3} cells, a third of the grid"
+
+
+def verdict(results: dict, budget: int, n_seeds: int, what: str = "a third of the grid") -> str:
     """The issue's target, checked: every R resolved within a third of the grid in ≥ 9 of 10 seeds, and
     clearly better than random search."""
     ours = results["adaptive search"]["all"]
@@ -218,7 +239,7 @@ def verdict(results: dict, budget: int, n_seeds: int) -> str:
     big = 10**9
     med = lambda ns: statistics.median_low(sorted(big if n is None else n for n in ns))  # noqa: E731
     show = lambda v: "never" if v == big else str(v)  # noqa: E731
-    return (f"Target (every R resolved with at most {budget} cells, a third of the grid, in at least {need} of "
+    return (f"Target (every R resolved with at most {budget} cells, {what}, in at least {need} of "
             f"{n_seeds} seeds): **{ok}** ({hit}/{n_seeds}). Median cells until every R is resolved: adaptive "
             f"search {show(med(ours))}, random search {show(med(rand))} "
             f"(random search resolves every R within {budget} cells in "
@@ -253,10 +274,29 @@ def metric_part(a: argparse.Namespace, metric: str) -> str:
     t0 = time.perf_counter()
     results = {m: _needed(grid, h, a.tol) for m, h in run_all(grid, a.seeds, a.batch, initial).items()}
     wall = time.perf_counter() - t0
-    budget = grid.n_cells // 3
+    budget = a.target or grid.n_cells // 3
     return "\n".join([
         f"**{metric}** ({'lower' if grid.lower else 'higher'} is better; replays took {wall:.0f} s):", "",
-        table(grid, results, budget), "", verdict(results, budget, a.seeds), ""])
+        table(grid, results, budget), "", verdict(results, budget, a.seeds, "--target" if a.target else "a third of the grid"), "", noise_line(grid, a.tol), ""])
+
+
+def noise_line(grid: Grid, tol: float) -> str:
+    """How the grid's seed noise compares with the tolerance and with each R's margin between its two best cells
+    (a cell's value is the mean of its n seeds, so a difference of two cells has sd·√(1/n₁ + 1/n₂) from noise)."""
+    sd = grid.seed_sd()
+    if sd is None:
+        return "The grid has one seed per cell: its seed noise is unknown."
+    close = []
+    for r in grid.levels:
+        (x1, _), (x2, gap) = grid.best(r), grid.runner_up(r)
+        noise = sd[0] * math.sqrt(1 / len(grid.samples[r, x1]) + 1 / len(grid.samples[r, x2]))
+        if gap < noise:
+            close.append(f"R={r:g} (by {gap:.4f}, noise {noise:.4f})")
+    return (f"Seed noise: one run's value varies by {sd[0]:.4f} between seeds (standard deviation, pooled over the "
+            f"{sd[1]} cells run with several seeds), against a tolerance of {tol:g}. "
+            + (f"The best cell leads the next by less than the noise of that difference at {', '.join(close)}: which "
+               "α is best there is not settled by the grid itself." if close
+               else "Every R's best cell leads the next by more than the noise of that difference."))
 
 
 def main() -> None:
@@ -268,6 +308,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--batch", type=int, default=2, help="cells per round (sweeps/adaptive.yaml: 2)")
     ap.add_argument("--initial", default="1/2,1", help="initial design: these α at every R (as sweeps/adaptive.yaml)")
+    ap.add_argument("--target", type=int, default=None,
+                    help="the cells within which every R should be resolved (default: a third of the grid's runs)")
     ap.add_argument("--tol", type=float, default=0.01, help="resolved: within this of the best cell (bits per byte)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     ap.add_argument("--no-write", action="store_true", help="print the table only")
@@ -277,13 +319,12 @@ def main() -> None:
     parts = [metric_part(a, m) for m in metrics]
     grid = load_grid(a.grid, metrics[0], a.model, a.space)
     text = "\n".join([
-        SECTION, "",
-        f"`python bench/search_replay.py {a.grid}`: the search of `dualobj sweep` replayed on a recorded grid "
+        f"{SECTION} ({a.grid.name})", "",
+        f"`python bench/search_replay.py {a.grid}{f' --target {a.target}' if a.target else ''}`: the search of `dualobj sweep` replayed on a recorded grid "
         f"({a.space} space, initial design {{{a.initial.replace(',', ', ')}}} at every R, rounds of {a.batch}, "
         f"{a.seeds} seeds, tolerance {a.tol:g}). The grid has {grid.n_cells} cells ({len(grid.samples)} distinct "
         f"(R, α){', the rest second seeds' * (grid.n_cells > len(grid.samples))}): the full grid needs all "
-        f"{grid.n_cells}, the target is a third "
-        f"({grid.n_cells // 3}). Cells needed = cells tried when R's recommended α came within the tolerance of the "
+        f"{grid.n_cells}, the target is {target_text(a, grid)}. Cells needed = cells tried when R's recommended α came within the tolerance of the "
         "grid's best cell and stayed there until every cell was tried (\"never\": not so at the end). Random "
         "search tries the cells in a random order and recommends the best value read; \"random + GP\" recommends "
         "the GP's best posterior mean instead.", "",
@@ -292,7 +333,7 @@ def main() -> None:
         f"{peak_rss_mib() or float('nan'):.0f} MiB.", ""])
     print(text)
     if not a.no_write:
-        write_section(a.out, SECTION_KEY, text)
+        write_section(a.out, f"{SECTION_KEY}: {a.grid.stem}", text)
 
 
 if __name__ == "__main__":

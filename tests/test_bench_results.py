@@ -1,20 +1,9 @@
-"""bench/RESULTS.md is shared: each benchmark (and each part of bench/memory.py) replaces only its own section."""
+"""bench/memory.py: its parts (the demo table, the sweep table) replace only themselves in bench/RESULTS.md, and the
+sweep table summarises the cell processes."""
 
 from __future__ import annotations
 
 from conftest import bench_module
-
-
-def test_a_section_is_replaced_in_place_and_the_rest_is_kept(tmp_path):
-    R = bench_module("results")
-    out = tmp_path / "RESULTS.md"
-    R.write_section(out, "a", "first A")
-    R.write_section(out, "b", "first B")
-    R.write_section(out, "a", "second A")
-    text = out.read_text()
-    assert text.startswith(R.HEADER)
-    assert "first A" not in text and "second A" in text and "first B" in text
-    assert text.index("second A") < text.index("first B")  # replaced where it was, not appended
 
 
 def test_a_sweep_only_memory_run_keeps_the_demo_table_and_the_text_around_it(tmp_path):

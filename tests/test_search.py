@@ -362,3 +362,25 @@ def test_record_grid_keeps_config_and_final_metrics_only(tmp_path):
     assert cell["metrics"] == {"eval/avg/ar": 1.0, "val/ar_bpb": 2.5}
     assert (cell["R"], cell["alpha"], cell["seed"], cell["ar_loss_scale"]) == (1.0, 0.5, 0, 2.0)
     assert cell["ar_share"] == pytest.approx(2 / 3)
+
+
+def test_record_grid_joins_folders_once_per_run_id(tmp_path):
+    R = bench_module("record_grid")
+    fake_done_run(tmp_path / "one", "a", {"val/ar_bpb": 2.5})
+    fake_done_run(tmp_path / "one", "b", {"val/ar_bpb": 2.4}, {"alpha": 1.0})
+    fake_done_run(tmp_path / "two", "a", {"val/ar_bpb": 2.5})  # the same run, copied into the second folder
+    fake_done_run(tmp_path / "two", "c", {"val/ar_bpb": 2.6}, {"alpha": 0.0})
+    rec = R.record(tmp_path / "one", tmp_path / "two")
+    assert [(c["run_id"], c["alpha"]) for c in rec["cells"]] == [("c", 0.0), ("a", 0.5), ("b", 1.0)]
+
+
+def test_replay_reports_the_seed_noise_and_the_margin_of_each_best_cell(tmp_path):
+    B = bench_module("search_replay")
+    grid = B.load_grid(synthetic_record(tmp_path / "g.json"), "val/ar_bpb", None, "alpha")
+    # Two seeds at α = 1/2 and 1 of every R, 0.004 apart: pooled variance (2 * 0.002²) / 1 per cell.
+    sd, n = grid.seed_sd()
+    assert n == 8 and sd == pytest.approx(0.004 / math.sqrt(2))
+    x2, gap = grid.runner_up(16.0)
+    assert gap == pytest.approx(abs(grid.truth(16.0, x2) - grid.best(16.0)[1])) and gap > 0
+    line = B.noise_line(grid, 0.01)
+    assert f"{sd:.4f}" in line and "8 cells" in line and "Every R's best cell leads the next by more than the noise" in line

@@ -342,3 +342,19 @@ def test_a_cell_process_killed_by_the_os_fails_that_cell_and_the_sweep_goes_on(t
     again = sweep_cli(*args, timeout=HANG_S)
     assert again.returncode == 0, again.stderr[-2000:]
     assert all(r["state"] == "done" for r in sweep_rows(out))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sweep_file_loads_and_plans_without_errors(tmp_path, path):
+    spec = S.load_spec(path)
+    cells = S.plan(spec, tmp_path)
+    assert not [c.error for c in cells if c.error]
+    assert cells or spec.search is not None  # a search plans its cells round by round
+
+
+def test_the_second_seed_grid_shares_the_mini_grids_seed_one_cells(tmp_path):
+    mini = {c.run_id: c.semantic for c in S.plan(S.load_spec(ROOT / "sweeps" / "mini.yaml"), tmp_path)}
+    seeds = {c.run_id: c.semantic for c in S.plan(S.load_spec(ROOT / "sweeps" / "mini_seeds.yaml"), tmp_path)}
+    assert len(mini) == 36 and len(seeds) == 28
+    shared = set(mini) & set(seeds)  # seed 1 at α = 1/2 and 1: the same runs, trained once
+    assert len(shared) == 8 and {seeds[r]["alpha"] for r in shared} == {0.5, 1.0}

@@ -41,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, md_table  # noqa: E402
 from results import write_section  # noqa: E402
 
+from dualobj.sweep.launch import descendants  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ["model=tiny", "data.repetitions=4", "objective.alpha=0.5", "train.tokens=200000", "train.threads=1"]
 TCMALLOC = [p for p in ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
@@ -125,26 +127,8 @@ def demo_runs(rounds: int, extra: list[str], variants: dict) -> tuple[str, dict]
     return table, got
 
 
-def _children() -> dict[int, int]:
-    """pid -> parent pid for every process visible in /proc."""
-    parents = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return parents
-
-
 def _tree(root: int) -> list[int]:
-    parents, found, todo = _children(), [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += [c for c, p in parents.items() if p == pid]
-    return found
+    return [root, *descendants(root)]
 
 
 def _status_kb(pid: int) -> dict[str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -358,3 +359,56 @@ def test_the_second_seed_grid_shares_the_mini_grids_seed_one_cells(tmp_path):
     assert len(mini) == 36 and len(seeds) == 28
     shared = set(mini) & set(seeds)  # seed 1 at α = 1/2 and 1: the same runs, trained once
     assert len(shared) == 8 and {seeds[r]["alpha"] for r in shared} == {0.5, 1.0}
+
+
+def _group_alive(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    alive = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            state, _, pgrp = (d / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(pgrp) == pgid and state != "Z":
+            alive.append(int(d.name))
+    return alive
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_a_sweep_killed_alone_leaves_no_process_and_its_cells_resume(tmp_path, cache_dir, sig):
+    """A signal to the sweep's own process (not its group, as `kill PID` or a job manager sends): its joblib
+    workers and their cell processes do not train on. The cells checkpoint and stop (interrupted), every
+    process of the sweep ends, and a re-run finishes each cell from its checkpoint."""
+    out = tmp_path / "sweep"
+    args = [str(ROOT / "sweeps" / "smoke.yaml"), "hydra/launcher=joblib", "--out", str(out), *MICRO_CLI,
+            "train.tokens=102400", "train.checkpoint_every=4", f"data.cache_dir={cache_dir}"]
+    proc = subprocess.Popen([sys.executable, "-m", "dualobj.cli", "sweep", *args], start_new_session=True,
+                            env={**os.environ, "DUALOBJ_STEP_DELAY": "0.05"},  # 400 steps: at least 20 s a cell
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def two_cells_training():
+        return len(list(out.glob("*/checkpoints/step_0000008"))) >= 2
+
+    deadline = time.time() + HANG_S
+    while True:  # freeze the group, check, signal the sweep alone, let the group go on
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended before it could be killed"
+        if two_cells_training():
+            os.killpg(proc.pid, signal.SIGSTOP)
+            proc.send_signal(getattr(signal, sig))
+            os.killpg(proc.pid, signal.SIGCONT)
+            break
+        time.sleep(0.02)
+    code = proc.wait(timeout=HANG_S)
+    while _group_alive(proc.pid):  # the workers and cells end on their own, without being waited for
+        assert time.time() < deadline, f"processes of the killed sweep live on: {_group_alive(proc.pid)}"
+        time.sleep(0.05)
+    assert code == (130 if sig == "SIGTERM" else -signal.SIGKILL)
+    states = {r["run_id"]: r["state"] for r in sweep_rows(out)}
+    held = [k for k in states if (out / k / "checkpoints").is_dir() and states[k] != "done"]
+    assert len(held) == 2 and all(states[k] == "interrupted" for k in held), states
+    again = sweep_cli(*args, timeout=HANG_S)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert all(r["state"] == "done" for r in sweep_rows(out))
+    for k in held:  # the re-run's attempt is the run's second: the same run directory, picked up again
+        assert json.loads((out / k / "status.json").read_text())["attempts"] == 2

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from dualobj import config as C
 from dualobj.errors import ConfigError
 from dualobj.sweep.plan import Cell
 from dualobj.sweep.spec import SweepSpec, parallel_jobs, value_text
+
+SWEEP_PID = "DUALOBJ_SWEEP_PID"  # set for joblib's workers: the sweep process they must not outlive
 
 
 def launcher_overrides(spec: SweepSpec, hydra_args: list[str], n_cpus: int | None = None) -> tuple[list[str], int]:
@@ -91,15 +95,34 @@ def run_cell_fresh(cfg, max_attempts: int = 2) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="dualobj-cell-") as tmp:
         job, result = Path(tmp) / "cell.json", Path(tmp) / "result.json"
-        job.write_text(json.dumps({"cfg": OmegaConf.to_container(cfg, resolve=True), "max_attempts": max_attempts}))
-        code = subprocess.call([sys.executable, "-c", "from dualobj.sweep.launch import cell_main; cell_main()",
-                                str(job), str(result)])
+        job.write_text(json.dumps({"cfg": OmegaConf.to_container(cfg, resolve=True), "max_attempts": max_attempts,
+                                   "parent": os.getpid()}))
+        sweep = int(os.environ.get(SWEEP_PID, os.getppid()))  # the worker's parent: the sweep
+        if os.getppid() != sweep:
+            os._exit(0)  # the sweep was killed: this worker ends instead of starting the cell
+        proc = subprocess.Popen([sys.executable, "-c", "from dualobj.sweep.launch import cell_main; cell_main()",
+                                 str(job), str(result)])
+        while (code := _wait(proc, 1.0)) is None:
+            if os.getppid() != sweep:  # the sweep was killed: stop the cell (it checkpoints), then end
+                proc.terminate()
+        if os.getppid() != sweep:
+            os._exit(0)
         if result.is_file():
             return json.loads(result.read_text())
     why = " (killed: out of memory?)" if code == -signal.SIGKILL else ""
     return {"run_id": C.run_id(C.to_config(cfg)), "outcome": "failed",
             "error": f"the cell's process ended with exit code {code}{why} before reporting; "
                      "re-run the sweep to retry the cell"}
+
+
+def _wait(proc, timeout: float) -> int | None:
+    """The exit code of ``proc``, or None if it is still running after ``timeout`` seconds."""
+    import subprocess
+
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def cell_main() -> None:
@@ -110,8 +133,78 @@ def cell_main() -> None:
     from omegaconf import OmegaConf
 
     job = json.loads(Path(sys.argv[1]).read_text())
+    _term_when_parent_dies(job.get("parent"))
     res = run_cell(OmegaConf.create(job["cfg"]), job["max_attempts"])
     Path(sys.argv[2]).write_text(json.dumps(res))
+
+
+def _term_when_parent_dies(parent: int | None) -> None:
+    """Linux: have the kernel send this cell SIGTERM (checkpoint, then stop) when the worker that started it dies,
+    so a killed sweep leaves no cell training on; and stop at once if that worker is already gone."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every live (not zombie) process, from /proc; {} where there is no /proc."""
+    out = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            state, ppid = (d / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if state != "Z":
+            out[int(d.name)] = int(ppid)
+    return out
+
+
+def descendants(pid: int, parents: dict[int, int] | None = None) -> list[int]:
+    """Every live process under ``pid``, children first, then theirs."""
+    parents = _parents() if parents is None else parents
+    found, todo = [], [pid]
+    while todo:
+        kids = [c for c, p in parents.items() if p == todo[0]]
+        found += kids
+        todo = todo[1:] + kids
+    return found
+
+
+@contextmanager
+def _stop_cells_on_term(enabled: bool, grace_s: float = 300.0):
+    """While joblib runs the cells: SIGTERM or SIGHUP to the sweep is passed on to the cells' processes (each
+    saves a checkpoint and marks its run interrupted), waited for up to ``grace_s``, then raised here as
+    KeyboardInterrupt, which ends the workers. A killed sweep leaves no process behind; a re-run resumes."""
+    import threading
+
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        parents, me = _parents(), os.getpid()
+        cells = [p for p in descendants(me, parents) if parents.get(p) != me]  # the workers' children
+        for p in cells:
+            try:
+                os.kill(p, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and set(cells) & set(_parents()):
+            time.sleep(0.2)
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _release_memory() -> None:
@@ -186,7 +279,10 @@ def launch(cells: list[Cell], spec: SweepSpec, out_dir: Path, hydra_args: list[s
         config=master, hydra_context=HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks(master)),
         task_function=task,
     )
-    returns = launcher.launch(job_ov, initial_job_idx=0)
+    if joblib:
+        os.environ[SWEEP_PID] = str(os.getpid())  # the workers inherit it: whom to outlive never
+    with _stop_cells_on_term(enabled=joblib):
+        returns = launcher.launch(job_ov, initial_job_idx=0)
     results = []
     for c, r in zip(cells, returns, strict=True):
         try:

@@ -87,7 +87,6 @@ def run_cell_fresh(cfg, max_attempts: int = 2) -> dict:
     gets a fresh process, bounded by one run's peak; and a cell whose process dies (killed by the OS for
     memory, say) is a failed cell that a re-run retries, not a lost worker that ends the whole sweep."""
     import json
-    import subprocess
     import sys
     import tempfile
 
@@ -97,32 +96,36 @@ def run_cell_fresh(cfg, max_attempts: int = 2) -> dict:
         job, result = Path(tmp) / "cell.json", Path(tmp) / "result.json"
         job.write_text(json.dumps({"cfg": OmegaConf.to_container(cfg, resolve=True), "max_attempts": max_attempts,
                                    "parent": os.getpid()}))
-        sweep = int(os.environ.get(SWEEP_PID, os.getppid()))  # the worker's parent: the sweep
-        if os.getppid() != sweep:
-            os._exit(0)  # the sweep was killed: this worker ends instead of starting the cell
-        proc = subprocess.Popen([sys.executable, "-c", "from dualobj.sweep.launch import cell_main; cell_main()",
-                                 str(job), str(result)])
-        while (code := _wait(proc, 1.0)) is None:
-            if os.getppid() != sweep:  # the sweep was killed: stop the cell (it checkpoints), then end
-                proc.terminate()
-        if os.getppid() != sweep:
-            os._exit(0)
-        if result.is_file():
+        code = _cell_process([sys.executable, "-c", "from dualobj.sweep.launch import cell_main; cell_main()",
+                              str(job), str(result)])
+        if code is not None and result.is_file():
             return json.loads(result.read_text())
+    if code is None:
+        os._exit(0)  # the sweep is gone: this worker ends (its temporary folder removed) and starts no other cell
     why = " (killed: out of memory?)" if code == -signal.SIGKILL else ""
     return {"run_id": C.run_id(C.to_config(cfg)), "outcome": "failed",
             "error": f"the cell's process ended with exit code {code}{why} before reporting; "
                      "re-run the sweep to retry the cell"}
 
 
-def _wait(proc, timeout: float) -> int | None:
-    """The exit code of ``proc``, or None if it is still running after ``timeout`` seconds."""
+def _cell_process(argv: list[str]) -> int | None:
+    """Run a cell's process to its end and return its exit code; None once the sweep that started this worker
+    is gone (killed, even with SIGKILL): the cell is then not started, or stopped (SIGTERM: it saves a
+    checkpoint) and waited for, and the worker must end rather than go on to another cell."""
     import subprocess
 
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    sweep = int(os.environ.get(SWEEP_PID, os.getppid()))
+    if os.getppid() != sweep:
         return None
+    proc = subprocess.Popen(argv)
+    while True:
+        try:
+            code = proc.wait(timeout=1.0)
+            break
+        except subprocess.TimeoutExpired:
+            if os.getppid() != sweep:
+                proc.terminate()
+    return None if os.getppid() != sweep else code
 
 
 def cell_main() -> None:
@@ -280,7 +283,7 @@ def launch(cells: list[Cell], spec: SweepSpec, out_dir: Path, hydra_args: list[s
         task_function=task,
     )
     if joblib:
-        os.environ[SWEEP_PID] = str(os.getpid())  # the workers inherit it: whom to outlive never
+        os.environ[SWEEP_PID] = str(os.getpid())  # the workers inherit it: the process they must not outlive
     with _stop_cells_on_term(enabled=joblib):
         returns = launcher.launch(job_ov, initial_job_idx=0)
     results = []

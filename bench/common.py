@@ -31,8 +31,25 @@ def machine() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} CPUs, {gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-            f"allocator {os.environ.get('DUALOBJ_MALLOC', 'default')}")
+    return (f"{cpu}, {os.cpu_count()} CPUs, CPU capability {capability()}, {gpu}; torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, allocator {os.environ.get('DUALOBJ_MALLOC', 'default')}")
+
+
+def capability() -> str:
+    """The CPU's vector ISA as torch reports it, with what decides bf16's speed: native bf16 dot products
+    (AVX512_BF16) and AMX tiles, read from /proc/cpuinfo's flags. E.g. "AVX2" or "AVX512, AVX512-BF16"."""
+    from dualobj.runtime import cpu_capability
+
+    flags = set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    extra = [name for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX")) if flag in flags]
+    return ", ".join([cpu_capability(), *extra])
 
 
 def md_table(headers: list[str], rows: list[list]) -> str:

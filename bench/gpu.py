@@ -32,6 +32,7 @@ from results import write_section  # noqa: E402
 
 from dualobj import config  # noqa: E402
 from dualobj.budget import flops_per_token  # noqa: E402
+from dualobj.runtime import cpu_capability  # noqa: E402
 from dualobj.train import Trainer  # noqa: E402
 
 # Dense bf16 tensor-core peaks (no sparsity) from the vendors' data sheets, FLOP/s; the first name that
@@ -54,10 +55,11 @@ def spec_peak(name: str) -> float | None:
     return next((p for key, p in BF16_PEAK if key in name), None)
 
 
-def measured_peak(device: torch.device) -> float:
-    """bf16 matmul FLOP/s measured here (a large square matmul, median of a few)."""
+def measured_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """Matmul FLOP/s in ``dtype`` (the run's: bf16 where native, else fp32) measured here (a large square
+    matmul, median of a few): MFU is against the peak of the dtype the run computed in."""
     n = 8192 if device.type == "cuda" else 1024
-    fn, flops = matmul(torch.bfloat16, n, calls=4)
+    fn, flops = matmul(dtype, n, calls=4)
     return flops / statistics.median(_timed(fn, device) for _ in range(5))
 
 
@@ -159,14 +161,16 @@ def run(a: argparse.Namespace) -> tuple[str, dict]:
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
     with tr.autocast or contextlib.nullcontext():  # the attention path the training steps took
         attention = tr.model._backend(torch.zeros(1, 1, dtype=torch.long, device=dev))
-    spec, meas = (spec_peak(name) if dev.type == "cuda" else None), measured_peak(dev)
+    dtype = "bf16" if tr.bf16 else "fp32"
+    spec = spec_peak(name) if dev.type == "cuda" and tr.bf16 else None  # the card table holds bf16 peaks
+    meas = measured_peak(dev, torch.bfloat16 if tr.bf16 else torch.float32)
     val_ok, val_hw, val_s = fits(tr.validate, dev)
     eval_ok, eval_hw, eval_s = fits(lambda: evaluate(tr, out), dev)
     mfu = achieved / spec if spec else None
-    info = {"tokens_per_s": tps, "mfu_spec": mfu, "mfu_measured": achieved / meas, "device": name,
+    info = {"tokens_per_s": tps, "mfu_spec": mfu, "mfu_measured": achieved / meas, "device": name, "dtype": dtype,
             "val": val_ok, "eval": eval_ok, "train_gib": train_hw.gib}
     rows = [
-        ["device", name],
+        ["device", name if dev.type == "cuda" else f"CPU (capability {cpu_capability()})"],
         ["run", f"{m.name}, {tr.model.num_params():,} parameters, seq_len {t}, {mb} sequences per step, "
                 f"{'bf16' if tr.bf16 else 'fp32'}, compile={tr.cfg.train.compile}, "
                 f"attention {attention}, "
@@ -175,8 +179,8 @@ def run(a: argparse.Namespace) -> tuple[str, dict]:
         ["training tokens/s", f"{tps:,.0f}"],
         ["achieved FLOP/s (6 N + attention)", f"{achieved / 1e12:,.2f} TFLOP/s"],
         ["MFU vs the card's bf16 dense peak",
-         f"{mfu:.1%} of {spec / 1e12:,.0f} TFLOP/s" if spec else "n/a (card not in the table)"],
-        ["MFU vs a bf16 matmul measured here", f"{achieved / meas:.1%} of {meas / 1e12:,.1f} TFLOP/s"],
+         f"{mfu:.1%} of {spec / 1e12:,.0f} TFLOP/s" if spec else "n/a (not a bf16 run on a card in the table)"],
+        [f"MFU vs a {dtype} matmul measured here", f"{achieved / meas:.1%} of {meas / 1e12:,.2f} TFLOP/s"],
         ["memory high-water, training", train_hw.text()],
         [f"validation ({len(tr.val)} windows)", f"{val_ok}; {val_hw.text()}; {val_s:.1f} s"],
         ["evaluation (val task, probes; ar, md, prefix)", f"{eval_ok}; {eval_hw.text()}; {eval_s:.1f} s"],

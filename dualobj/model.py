@@ -9,6 +9,7 @@ attend to each other. No loss or masking logic lives here.
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 import torch.nn as nn
@@ -120,6 +121,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.head = ClassifierHead(cfg) if cfg.head == "classifier" else LinearHead(cfg)
         self.rope = RoPE(cfg.d_model // cfg.n_heads, cfg.seq_len, cfg.rope_theta)
+        self.flex_ok: bool | None = None  # FlexAttention checked against the dense mask here (None: not yet)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -163,14 +165,25 @@ class Transformer(nn.Module):
 
     def _backend(self, idx: torch.Tensor) -> str:
         a = self.cfg.attention
-        if a != "auto":
-            return a
-        if idx.is_cuda:
-            return "flex"
-        # torch's fused CPU kernel with a mask is slow in bf16 (43 vs 22 ms per layer forward + backward
-        # for the explicit path at `small`'s shape, measured here); in fp32 it is the faster one.
-        bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        return "math" if bf16 else "sdpa"
+        if a == "auto" and idx.is_cuda:
+            a = "flex"
+        elif a == "auto":
+            # torch's fused CPU kernel with a mask is slow in bf16 (43 vs 22 ms per layer forward + backward
+            # for the explicit path at `small`'s shape, measured here); in fp32 it is the faster one.
+            bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+            a = "math" if bf16 else "sdpa"
+        if a == "flex" and self.flex_ok is None:  # the first use, unless check_attention ran before compiling
+            self.check_attention(idx.device, compiled=torch.compiler.is_compiling())
+        return "sdpa" if a == "flex" and not self.flex_ok else a
+
+    @torch.compiler.disable
+    def check_attention(self, device, compiled: bool) -> None:
+        """Trust FlexAttention on ``device`` only if it matches the dense mask (``flex_check``); else the
+        model uses the dense mask. Call it before ``torch.compile`` (the trainer does); on a first use inside
+        a compiled graph it runs there, at the cost of one graph break."""
+        device = torch.device(device)
+        if self.cfg.attention == "flex" or (self.cfg.attention == "auto" and device.type == "cuda"):
+            self.flex_ok = flex_check(device, compiled or device.type == "cuda")
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
@@ -257,6 +270,50 @@ def _flex_mask(t, causal, doc_ids, device, prefix_len=None):
 
     compile_it = per_row.is_cuda and not torch.compiler.is_compiling()
     return create_block_mask(mask_mod, b, None, t, t, device=device, _compile=compile_it)
+
+
+_FLEX_CHECKED: dict[tuple[str, bool], bool] = {}
+
+
+def flex_check(device: torch.device, compiled: bool) -> bool:
+    """Whether FlexAttention (compiled or eager) on ``device`` matches the dense mask on a probe batch of
+    per-row causal and bidirectional rows, packed documents and prefixes. Checked once per process and
+    kind; a failure prints one line and the caller falls back to the dense mask.
+
+    Compiled on CPU it is never trusted: torch's inductor CPU flex kernel returns wrong rows in some
+    compiles and right ones in others (per compile, not per call; bench/flex_cpu_repro.py), so a probe
+    that passes cannot vouch for the model's own compile."""
+    key = (device.type, compiled)
+    if key not in _FLEX_CHECKED:
+        where = (f"torch {torch.__version__}, {device.type}"
+                 + (f", CPU capability {torch.backends.cpu.get_cpu_capability()}" if device.type == "cpu" else ""))
+        kind = "compiled" if compiled else "eager"
+        if compiled and device.type == "cpu":
+            problem = "gives wrong numbers in some compiles (bench/flex_cpu_repro.py)"
+        else:
+            diff = _flex_probe_diff(device)
+            problem = None if diff <= 1e-3 else f"differs from the dense mask by up to {diff:.3g} on a probe batch"
+        if problem:
+            print(f"attention: {kind} FlexAttention {problem} ({where}); using the dense mask (sdpa) instead",
+                  file=sys.stderr)
+        _FLEX_CHECKED[key] = problem is None
+    return _FLEX_CHECKED[key]
+
+
+def _flex_probe_diff(device: torch.device) -> float:
+    """Largest |flex - dense| attention output on a probe batch that exercises every part of the mask."""
+    g = torch.Generator().manual_seed(0)
+    b, h, t, d = 4, 2, 24, 16
+    q, k, v = (torch.randn(b, h, t, d, generator=g).to(device) for _ in range(3))
+    causal = torch.tensor([True, False, True, False], device=device)
+    docs = torch.zeros(b, t, dtype=torch.long, device=device)
+    docs[:, 10:] = 1
+    prefix = torch.tensor([5, 0, 8, 0], device=device)
+    with torch.no_grad():
+        dense = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(t, causal, docs, device, "sdpa", prefix))
+        block = attention_mask(t, causal, docs, device, "flex", prefix)
+        flex = _flex_attention(device.type == "cuda")(q, k, v, block_mask=block)
+    return float((flex.float() - dense.float()).abs().max())
 
 
 # On CPU the mask is built eagerly even inside a compiled model: inductor's CPU flex kernel fails on

@@ -1,9 +1,13 @@
 """Optimizers and the learning-rate schedule.
 
-AdamW by default; ``muon`` is the paper's split: torch's Muon (Nesterov 0.95, 5 Newton-Schulz
-steps, update scaled to AdamW's RMS: 0.2 sqrt(max(rows, cols))) on every 2-D matrix inside the
-blocks and the classifier head's projection, AdamW on embeddings, the output matrix, norms and
-biases. Weight decay is decoupled and applied to all parameters, as in the official code.
+AdamW by default; ``muon`` is the paper's split: Muon (Nesterov 0.95, 5 Newton-Schulz steps, update
+scaled to AdamW's RMS: 0.2 sqrt(max(rows, cols))) on every 2-D matrix inside the blocks and the
+classifier head's projection, AdamW on embeddings, the output matrix, norms and biases. Weight decay
+is decoupled and applied to all parameters, as in the official code.
+
+torch's Muon orthogonalises in bf16 always; ours takes the dtype from the hardware (``ns_bf16``): bf16
+where bf16 matmuls are native (GPUs, AVX512-BF16/AMX CPUs), fp32 elsewhere, where an emulated bf16
+matmul is about 100x slower than fp32.
 """
 
 from __future__ import annotations
@@ -41,6 +45,42 @@ class Combined(torch.optim.Optimizer):
             o.load_state_dict(s)
 
 
+class Muon(torch.optim.Muon):
+    """torch's Muon (same hyper-parameters, same state_dict) with the Newton-Schulz dtype chosen."""
+
+    def __init__(self, params, *, ns_bf16: bool = True, **kw):
+        super().__init__(params, **kw)
+        self.ns_dtype = torch.bfloat16 if ns_bf16 else torch.float32
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for g in self.param_groups:
+            params, grads, bufs = [], [], []
+            self._init_group(g, params, grads, bufs)
+            for p, grad, buf in zip(params, grads, bufs, strict=True):
+                buf.lerp_(grad, 1 - g["momentum"])
+                update = grad.lerp(buf, g["momentum"]) if g["nesterov"] else buf
+                update = newton_schulz(update, g["ns_coefficients"], g["ns_steps"], g["eps"], self.ns_dtype)
+                rows, cols = p.shape
+                scale = 0.2 * max(rows, cols) ** 0.5 if g["adjust_lr_fn"] == "match_rms_adamw" else max(1, rows / cols) ** 0.5
+                p.mul_(1 - g["lr"] * g["weight_decay"])
+                p.add_(update.to(p.dtype), alpha=-g["lr"] * scale)
+
+
+def newton_schulz(g: torch.Tensor, coefficients, steps: int, eps: float, dtype: torch.dtype) -> torch.Tensor:
+    """The quintic Newton-Schulz iteration towards the orthogonal factor of ``g`` (Keller Jordan's Muon)."""
+    a, b, c = coefficients
+    x = g.to(dtype)
+    tall = g.shape[0] > g.shape[1]
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
 def _muon_params(model: torch.nn.Module) -> tuple[list, list]:
     muon, adam = [], []
     for name, p in model.named_parameters():
@@ -57,13 +97,14 @@ def _adamw(params, t: TrainConfig) -> torch.optim.AdamW:
                              fused=fused or None)
 
 
-def build_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, t: TrainConfig, bf16: bool = True) -> torch.optim.Optimizer:
+    """The run's optimizer; ``bf16``: whether Muon orthogonalises in bf16 (where bf16 matmuls are native)."""
     if t.optimizer == "adamw":
         return _adamw(model.parameters(), t)
     muon, adam = _muon_params(model)
     return Combined([
-        torch.optim.Muon(muon, lr=t.lr, weight_decay=t.weight_decay, momentum=0.95, nesterov=True,
-                         ns_steps=5, adjust_lr_fn="match_rms_adamw"),
+        Muon(muon, lr=t.lr, weight_decay=t.weight_decay, momentum=0.95, nesterov=True, ns_steps=5,
+             adjust_lr_fn="match_rms_adamw", ns_bf16=bf16),
         _adamw(adam, t),
     ])
 

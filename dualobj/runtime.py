@@ -18,16 +18,62 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """Whether ``train.precision`` (auto | bf16 | fp32) means bf16 autocast on ``device``."""
-    if precision != "auto":
-        return precision == "bf16"
+def cpu_capability() -> str:
+    """torch's name for this CPU's vector ISA (AVX2, AVX512, ...): what decides which kernels run."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        return "unknown"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively on ``device``: CUDA cards that support bf16, CPUs with
+    AVX512-BF16 or AMX (oneDNN's kernels). Elsewhere bf16 is emulated, about 100x slower than fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:  # CPUs with AVX512-BF16 / AMX run bf16 matmuls several times faster than fp32
+    try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether ``train.precision`` (auto | bf16 | fp32) means bf16 autocast on ``device``: auto is bf16
+    where it is native, fp32 elsewhere; bf16 and fp32 are kept as asked."""
+    if precision == "auto":
+        return native_bf16(device)
+    return precision == "bf16"
+
+
+def precision_note(precision: str, device: torch.device) -> str | None:
+    """One line for the user when the precision is not what a GPU user would expect, else None:
+    ``auto`` falling back to fp32, or ``bf16`` asked for where it is emulated (with the measured slowdown)."""
+    if native_bf16(device):
+        return None
+    where = f"this {device.type} has no native bf16 (torch {torch.__version__}, CPU capability {cpu_capability()})"
+    if precision == "auto":
+        return f"precision: fp32, since {where}; bf16 would be emulated"
+    if precision == "bf16":
+        fp32, bf16 = matmul_gflops(torch.float32, device), matmul_gflops(torch.bfloat16, device)
+        return (f"warning: train.precision=bf16 kept, but {where}: a bf16 matmul runs {fp32 / bf16:,.0f}x slower "
+                f"than fp32 here ({bf16:,.1f} vs {fp32:,.1f} GFLOP/s measured); train.precision=auto picks fp32")
+    return None
+
+
+def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int = 256, calls: int = 3) -> float:
+    """GFLOP/s of an n x n matmul in ``dtype`` (best of ``calls``; a rough, quick probe, not a benchmark)."""
+    import time
+
+    a = torch.randn(n, n, device=device).to(dtype)
+    a @ a  # warm-up
+    best = float("inf")
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        a @ a
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / max(best, 1e-9) / 1e9
 
 
 def autocast(bf16: bool, device: torch.device):

@@ -28,14 +28,14 @@ from dualobj.config import Config, run_id, to_yaml
 from dualobj.data.repetition import RepeatedStream, val_windows
 from dualobj.data.tokens import prepare_corpus
 from dualobj.errors import ConfigError, DualObjError, RunDirError
-from dualobj.faults import maybe_die
+from dualobj.faults import maybe_die, maybe_hold
 from dualobj.logger import LocalLogger, make_logger
 from dualobj.metrics import batch_rows, validation_metrics
 from dualobj.model import Transformer
 from dualobj.objective import Draws, DualObjective, ar_rows_from_prefix, ce_and_lse
 from dualobj.optim import build_optimizer, set_lr
 from dualobj.run import RunDir, atomic_write, read_json, sha256_file, write_json
-from dualobj.runtime import Dist, pick_device, use_bf16
+from dualobj.runtime import Dist, native_bf16, pick_device, precision_note, use_bf16
 
 # SIGTERM / SIGUSR1: what SLURM sends before pre-emption; SIGUSR2: submitit's time-out signal.
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
@@ -104,6 +104,8 @@ class Trainer:
         self.device = self.dist.device() if self.dist.enabled else pick_device()
         self.bf16 = use_bf16(t.precision, self.device)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else None
+        if note := precision_note(t.precision, self.device):
+            self.say(note)
 
     def _setup_data(self) -> None:
         cfg, m = self.cfg, self.cfg.model
@@ -116,6 +118,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         torch.manual_seed(cfg.seed)
         self.model = Transformer(cfg.model).to(self.device)
+        self.model.check_attention(self.device, compiled=t.compile)  # a wrong flex kernel falls back to dense
         if t.compile:  # a sweep worker trains many runs in one process: start each with a fresh
             torch._dynamo.reset()  # recompile budget, or later runs silently fall back to eager
         self.forward_eval = torch.compile(self.model) if t.compile else self.model
@@ -132,7 +135,7 @@ class Trainer:
         self.objective = DualObjective(cfg.objective, bos_id=c.bos_id, mask_id=c.mask_id,
                                        special_ids=torch.tensor(c.special_ids, dtype=torch.long),
                                        token_losses=torch.compile(ce_and_lse, dynamic=False) if t.compile else None)
-        self.opt = build_optimizer(self.model, t)
+        self.opt = build_optimizer(self.model, t, bf16=native_bf16(self.device))
 
     def setup(self) -> None:
         self._setup_runtime()
@@ -308,7 +311,10 @@ class Trainer:
         maybe_die("summary_write")
         if self.after:  # before "done", so a run killed while evaluating redoes its evaluation
             self.rd.set_status(phase="eval")
+            t0 = time.perf_counter()
             summary.update(self.after(self))
+            summary["eval_time_s"] = time.perf_counter() - t0
+            self.say(f"evaluation: {summary['eval_time_s']:.0f} s (training: {summary['train_time_s']:.0f} s)")
         write_json(self.rd.summary_path, summary)  # with the evaluation's headline scores
         self.rd.set_status(state="done", phase=None, step=self.total_steps, train_time_s=summary["train_time_s"],
                            summary_sha256=sha256_file(self.rd.summary_path))
@@ -325,6 +331,7 @@ class Trainer:
             task = bar.add_task(f"run {self.run_id}", total=self.total_steps, completed=start,
                                 tps="", ar="", md="") if bar else None
             for step in range(start, self.total_steps):
+                maybe_hold("step", self.run_id, step, stopping=lambda: self._stop_signal is not None)
                 t0 = time.perf_counter()
                 row = self.train_step(step)
                 self.timers["train"] += time.perf_counter() - t0

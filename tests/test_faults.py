@@ -120,19 +120,6 @@ MICRO_SWEEP = ["model.vocab_size=512", "model.d_model=32", "model.n_layers=2", "
                "model.seq_len=32", "train.batch_size=8", "eval.at_end=false", "train.checkpoint_every=3"]
 
 
-def _cell_at(out: Path, step: int, since: float) -> bool:
-    """Some cell is training at ``step`` or later, by the process started at ``since`` (a killed attempt's
-    status.json still says "running", so only statuses written since then count)."""
-    for st in out.glob("*/status.json"):
-        try:
-            d, written = json.loads(st.read_text()), st.stat().st_mtime
-        except (ValueError, OSError):
-            continue
-        if d.get("state") == "running" and d.get("step", 0) >= step and written >= since:
-            return True
-    return False
-
-
 @pytest.mark.slow
 def test_a_sweep_killed_again_and_again_finishes_every_cell_once(cache_dir, tmp_path):
     out = tmp_path / "sweep"
@@ -140,14 +127,13 @@ def test_a_sweep_killed_again_and_again_finishes_every_cell_once(cache_dir, tmp_
             *MICRO_SWEEP, f"train.tokens={STEP_TOKENS * 16}", f"data.cache_dir={cache_dir}"]
     rng = random.Random(7)
     kills = 0
-    for _ in range(3):  # kill the parent and its joblib workers inside a cell, at a step drawn at random
-        at = rng.randint(4, 12)
-        since = time.time()  # after the last attempt's processes were killed; a new one writes seconds later
-        proc = subprocess.Popen(argv, start_new_session=True, env={**os.environ, "DUALOBJ_STEP_DELAY": "0.1"},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + HANG_S
-        while not _cell_at(out, at, since) and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
+    for attempt in range(3):  # kill the parent and its joblib workers inside a cell, at a step drawn at random
+        at, hold = rng.randint(4, 12), tmp_path / f"hold{attempt}"
+        proc = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "DUALOBJ_HOLD": f"step@{at}", "DUALOBJ_HOLD_DIR": str(hold)})
+        deadline = time.time() + HANG_S  # a cell that reaches step `at` pauses there until the kill
+        while not any(hold.glob("*.step.held")) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             kills += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dualobj import model as model_mod
 from dualobj.config import ModelConfig
 from dualobj.model import Transformer, attention_mask, document_ids
 
@@ -113,13 +114,43 @@ def test_eager_flex_attention_matches_dense_mask(model, case):
 
 
 @pytest.mark.slow
-def test_compiled_flex_attention_matches_dense_mask_on_cpu(model):
-    """The whole model compiled (train.compile=true) with FlexAttention: inductor's CPU flex kernel."""
+def test_compiled_flex_attention_matches_dense_mask_on_cpu(model, monkeypatch, capsys):
+    """The whole model compiled (train.compile=true) with FlexAttention on CPU: inductor's CPU flex kernel
+    gives wrong rows in some compiles (bench/flex_cpu_repro.py), so the model falls back to the dense mask,
+    saying so in one line, and its numbers are right."""
+    monkeypatch.setattr(model_mod, "_FLEX_CHECKED", {})
     torch._dynamo.reset()
     compiled = torch.compile(model)
     for case in FLEX_CASES:
         dense, flex = _dense_and_flex(model, compiled, case)
         torch.testing.assert_close(flex, dense, rtol=1e-4, atol=1e-4, msg=lambda m, c=case: f"{c}: {m}")
+    assert model.flex_ok is False
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("attention:")]
+    assert len(lines) == 1 and "compiled FlexAttention" in lines[0] and torch.__version__ in lines[0], lines
+    assert torch.backends.cpu.get_cpu_capability() in lines[0] and "using the dense mask" in lines[0]
+
+
+def test_a_flex_kernel_that_fails_the_probe_is_replaced_by_the_dense_mask(model, monkeypatch, capsys):
+    """A planted wrong kernel: the probe sees it, one line says so, and the model computes with the dense mask."""
+    monkeypatch.setattr(model_mod, "_FLEX_CHECKED", {})
+    monkeypatch.setattr(model_mod, "_flex_probe_diff", lambda device: 1.74)
+    x = two_docs(4)
+    d = document_ids(x, BOS)
+    with torch.no_grad():
+        dense = model(x, MIXED, d)
+        model.cfg.attention = "flex"
+        out = model(x, MIXED, d)
+        model(x, MIXED, d)  # checked once per process: no second line
+    assert model.flex_ok is False and torch.equal(out, dense)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"attention: eager FlexAttention differs from the dense mask by up to 1.74 on a probe batch "
+                   f"(torch {torch.__version__}, cpu, CPU capability {torch.backends.cpu.get_cpu_capability()}); "
+                   f"using the dense mask (sdpa) instead"], err
+
+
+def test_the_flex_probe_passes_for_the_eager_kernel():
+    """The probe itself: eager FlexAttention on CPU matches the dense mask on every part of the mask."""
+    assert model_mod._flex_probe_diff(torch.device("cpu")) < 1e-5
 
 
 def test_flex_block_mask_has_one_row_per_sequence_only_where_rows_differ():

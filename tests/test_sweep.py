@@ -380,25 +380,19 @@ def test_a_sweep_killed_alone_leaves_no_process_and_its_cells_resume(tmp_path, c
     """A signal to the sweep's own process (not its group, as `kill PID` or a job manager sends): its joblib
     workers and their cell processes do not train on. The cells checkpoint and stop (interrupted), every
     process of the sweep ends, and a re-run finishes each cell from its checkpoint."""
-    out = tmp_path / "sweep"
+    out, hold = tmp_path / "sweep", tmp_path / "hold"
     args = [str(ROOT / "sweeps" / "smoke.yaml"), "hydra/launcher=joblib", "--out", str(out), *MICRO_CLI,
-            "train.tokens=102400", "train.checkpoint_every=4", f"data.cache_dir={cache_dir}"]
+            "train.tokens=5120", "train.checkpoint_every=4", f"data.cache_dir={cache_dir}"]
+    # Both running cells pause before step 8 (checkpoint at 4 written) until they are told to stop: the
+    # signal reaches a sweep whose two cells are mid-way, however slow or busy the machine.
     proc = subprocess.Popen([sys.executable, "-m", "dualobj.cli", "sweep", *args], start_new_session=True,
-                            env={**os.environ, "DUALOBJ_STEP_DELAY": "0.05"},  # 400 steps: at least 20 s a cell
+                            env={**os.environ, "DUALOBJ_HOLD": "step@8", "DUALOBJ_HOLD_DIR": str(hold)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def two_cells_training():
-        return len(list(out.glob("*/checkpoints/step_0000008"))) >= 2
-
     deadline = time.time() + HANG_S
-    while True:  # freeze the group, check, signal the sweep alone, let the group go on
-        assert proc.poll() is None and time.time() < deadline, "the sweep ended before it could be killed"
-        if two_cells_training():
-            os.killpg(proc.pid, signal.SIGSTOP)
-            proc.send_signal(getattr(signal, sig))
-            os.killpg(proc.pid, signal.SIGCONT)
-            break
+    while len(list(hold.glob("*.step.held"))) < 2:
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended before two cells were held"
         time.sleep(0.02)
+    proc.send_signal(getattr(signal, sig))
     code = proc.wait(timeout=HANG_S)
     while _group_alive(proc.pid):  # the workers and cells end on their own, without being waited for
         assert time.time() < deadline, f"processes of the killed sweep live on: {_group_alive(proc.pid)}"

@@ -130,13 +130,14 @@ def test_kill_minus_9_and_resume_is_bitwise_identical(micro, tmp_path):
 def test_sigterm_checkpoints_and_exits_for_requeue(micro, tmp_path):
     out = tmp_path / "r"
     args = [*micro, f"train.tokens={STEP_TOKENS * 200}", f"out={out}"]
+    hold = tmp_path / "hold"  # the run pauses before step 10 until the signal: it is mid-way, however slow the host
     proc = subprocess.Popen([sys.executable, "-m", "dualobj.cli", "train", *args],
-                            env={**os.environ, "DUALOBJ_STEP_DELAY": "0.05"},
+                            env={**os.environ, "DUALOBJ_HOLD": "step@10", "DUALOBJ_HOLD_DIR": str(hold)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + HANG_S
-    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
+    while not any(hold.glob("*.step.held")):
         assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 2 and "re-run the same command to resume" in err

@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(table)
     out = a.out or (None if a.smoke else Path(__file__).parent / "RESULTS.md")
     if out:
-        write_section(out, "bench/gpu.py", f"{SECTION}\n\n{time.strftime('%Y-%m-%d')}, torch {torch.__version__}.\n\n{table}")
+        head = f"{SECTION}\n\n{time.strftime('%Y-%m-%d')}, torch {torch.__version__}."
+        write_section(out, "bench/gpu.py", f"{head}\n\n{table}")
         print(f"wrote the GPU section of {out}")
     return info
 

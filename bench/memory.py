@@ -155,7 +155,8 @@ def _label(pid: int) -> str:
 def peak_table(peaks: dict[int, float], labels: dict[int, str], maxrss: float) -> str:
     """Markdown: one row per process, except the cell processes (one per cell), summarised in one row."""
     cells = sorted(mb for pid, mb in peaks.items() if labels[pid] == "cell process")
-    rows = [[f"{labels[pid]} (pid {pid})", "1", f"{mb:,.0f}"] for pid, mb in sorted(peaks.items(), key=lambda kv: -kv[1])
+    rows = [[f"{labels[pid]} (pid {pid})", "1", f"{mb:,.0f}"]
+            for pid, mb in sorted(peaks.items(), key=lambda kv: -kv[1])
             if labels[pid] != "cell process" and mb > 50]
     if cells:
         rows.insert(0, ["cell processes, largest (median, smallest)", str(len(cells)),
@@ -240,8 +241,9 @@ def main() -> None:
     if not a.no_demo:
         print("demo run per allocator:", flush=True)
         table, _ = demo_runs(a.rounds, a.demo_override, VARIANTS)
-        parts[DEMO_KEY] = (f"{head}\n\nThe demo run (`dualobj train {' '.join(DEMO + a.demo_override)}`, end-of-training "
-                           f"evaluation included), {a.rounds} round(s) round-robin; peak RSS is the largest:\n\n{table}")
+        parts[DEMO_KEY] = (f"{head}\n\nThe demo run (`dualobj train {' '.join(DEMO + a.demo_override)}`, "
+                           f"end-of-training evaluation included), {a.rounds} round(s) round-robin; "
+                           f"peak RSS is the largest:\n\n{table}")
     if a.sweep:
         print(f"whole sweep {a.sweep}:", flush=True)
         text, _ = sweep_run(a.sweep.resolve(), a.sweep_override, NO_TCMALLOC[1], a.sweep_out)

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from dualobj.budget import ar_share
-from dualobj.report.load import load_runs
 from dualobj.run import run_info
+from dualobj.run.table import load_runs
 
 METRIC_PREFIXES = ("val/", "eval/")
 
@@ -53,7 +53,8 @@ def record(*folders: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folder", type=Path, nargs="+", help="finished sweep folders, e.g. runs/mini (a run in two counts once)")
+    ap.add_argument("folder", type=Path, nargs="+",
+                    help="finished sweep folders, e.g. runs/mini (a run in two counts once)")
     a = ap.parse_args()
     rec = record(*a.folder)
     if rec["cells_not_done"]:

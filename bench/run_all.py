@@ -10,9 +10,9 @@ import datetime
 import sys
 from pathlib import Path
 
-from dualobj.cli import _tune_malloc  # noqa: E402
+from dualobj.malloc import tune_malloc  # noqa: E402
 
-_tune_malloc()  # re-exec once with the same fast allocator `dualobj` uses, before torch loads
+tune_malloc()  # re-exec once with the same fast allocator `dualobj` uses, before torch loads
 sys.path.insert(0, str(Path(__file__).parent))
 import eval_throughput  # noqa: E402
 import run_overhead  # noqa: E402

@@ -4,16 +4,17 @@ For each size a JSONL corpus is generated once (documents of 1 + Geometric(1/16)
 embedded corpus, about 400 tokens each) under --work, then:
 
 * ``dualobj data prepare`` runs in its own process: wall time, tokens/s, CPU time, peak RSS (the
-  kernel's ru_maxrss, as ``/usr/bin/time -v`` reports it). The BPE is trained on a fixed 32 MB sample (``data.tokenizer_sample_bytes``), so every size does the
-  same tokenizer work and the numbers show what grows with the corpus;
+  kernel's ru_maxrss, as ``/usr/bin/time -v`` reports it). The BPE is trained on a fixed 32 MB sample
+  (``data.tokenizer_sample_bytes``), so every size does the same tokenizer work and the numbers show what
+  grows with the corpus;
 * a fresh process opens the prepared corpus and draws the first training batch (8 windows of 2,048 + 1
   tokens, one rank's share in the paper's grid): seconds from process start, and its peak RSS then;
 * the same process draws batches at R=1 and R=64 (microseconds per batch, epoch re-shuffles included).
 
 Then, on a ~100M-token text corpus, preparation with the tokenizer given (so only reading, tokenizing and
 writing are timed) against bare ``encode_batch`` on the same documents in the same batches, alternated
-twice. Other processes share this machine: the CPU they used during each measurement is reported, and the CPU-seconds per million tokens next to the
-wall-clock rates, which a busy machine distorts less.
+twice. Other processes share this machine: the CPU they used during each measurement is reported, and the
+CPU-seconds per million tokens next to the wall-clock rates, which a busy machine distorts less.
 
     .venv/bin/python bench/scale.py                       # 10M and 100M, and the text comparison
     .venv/bin/python bench/scale.py --sizes 10M,100M,1B   # 1B needs about 9 GB of disk under --work
@@ -285,7 +286,8 @@ def size_table(rows: list[dict]) -> str:
     for r in rows:
         b, p = r["batch"], r["prep"]
         tokens = b["tokens"]
-        lines.append(f"| {r['size']} | {r['corpus_gb']:.2f} | {tokens:,} | {b['docs']:,} | {p['wall']:.0f} ({p['cpu']:.0f}) | "
+        lines.append(f"| {r['size']} | {r['corpus_gb']:.2f} | {tokens:,} | {b['docs']:,} | "
+                     f"{p['wall']:.0f} ({p['cpu']:.0f}) | "
                      f"{tokens / p['wall']:,.0f} ({tokens / p['cpu']:,.0f}) | {p['rss_mib']:.0f} | "
                      f"{b['first_batch_s']:.2f} | {b['data_s']:.3f} | "
                      f"{b['hwm_mib']:.0f} | {b['us_R1']:,.0f} (median {b['us_med_R1']:,.0f}) | "
@@ -297,7 +299,8 @@ def throughput_table(t: dict) -> str:
     lines = ["| run | tokens/s (median of rounds) | CPU s per 1M tokens | others' CPU load (cores) |",
              "|---:|---:|---:|---:|"]
     for name, runs in (("`dualobj data prepare` (given tokenizer)", t["prepare"]),
-                       ("bare `encode_batch`", t["encode_batch"]), ("bare `encode_batch_fast`", t["encode_batch_fast"])):
+                       ("bare `encode_batch`", t["encode_batch"]),
+                       ("bare `encode_batch_fast`", t["encode_batch_fast"])):
         lines.append(f"| {name} | {statistics.median(map(_rate, runs)):,.0f} | "
                      f"{statistics.median(r['cpu'] / r['tokens'] * 1e6 for r in runs):.2f} | "
                      f"{statistics.median(r['others'] for r in runs):.1f} |")
@@ -321,7 +324,8 @@ def targets(rows: list[dict], t: dict | None) -> str:
         prep = statistics.median(map(_rate, t["prepare"]))
         for name in ("encode_batch", "encode_batch_fast"):
             v = prep / statistics.median(map(_rate, t[name]))
-            out.append(f"| preparation vs bare `{name}` | {v:.0%} | {'met' if v >= 0.8 else 'NOT met'} (at least 80%) |")
+            status = "met" if v >= 0.8 else "NOT met"
+            out.append(f"| preparation vs bare `{name}` | {v:.0%} | {status} (at least 80%) |")
     return "| target | measured | status |\n|---:|---:|---:|\n" + "\n".join(out)
 
 

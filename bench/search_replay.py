@@ -33,7 +33,7 @@ import pandas as pd
 from dualobj.budget import ar_share
 from dualobj.config import parse_number
 from dualobj.fmt import format_alpha
-from dualobj.report.tables import default_lower_is_better
+from dualobj.stats.frame import default_lower_is_better
 from dualobj.sweep.search import Problem, assess, next_cells, to_alpha
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -277,7 +277,9 @@ def metric_part(a: argparse.Namespace, metric: str) -> str:
     budget = a.target or grid.n_cells // 3
     return "\n".join([
         f"**{metric}** ({'lower' if grid.lower else 'higher'} is better; replays took {wall:.0f} s):", "",
-        table(grid, results, budget), "", verdict(results, budget, a.seeds, "--target" if a.target else "a third of the grid"), "", noise_line(grid, a.tol), ""])
+        table(grid, results, budget), "",
+        verdict(results, budget, a.seeds, "--target" if a.target else "a third of the grid"), "",
+        noise_line(grid, a.tol), ""])
 
 
 def noise_line(grid: Grid, tol: float) -> str:
@@ -320,11 +322,13 @@ def main() -> None:
     grid = load_grid(a.grid, metrics[0], a.model, a.space)
     text = "\n".join([
         f"{SECTION} ({a.grid.name})", "",
-        f"`python bench/search_replay.py {a.grid}{f' --target {a.target}' if a.target else ''}`: the search of `dualobj sweep` replayed on a recorded grid "
+        f"`python bench/search_replay.py {a.grid}{f' --target {a.target}' if a.target else ''}`: "
+        "the search of `dualobj sweep` replayed on a recorded grid "
         f"({a.space} space, initial design {{{a.initial.replace(',', ', ')}}} at every R, rounds of {a.batch}, "
         f"{a.seeds} seeds, tolerance {a.tol:g}). The grid has {grid.n_cells} cells ({len(grid.samples)} distinct "
         f"(R, α){', the rest second seeds' * (grid.n_cells > len(grid.samples))}): the full grid needs all "
-        f"{grid.n_cells}, the target is {target_text(a, grid)}. Cells needed = cells tried when R's recommended α came within the tolerance of the "
+        f"{grid.n_cells}, the target is {target_text(a, grid)}. Cells needed = cells tried when R's recommended α "
+        "came within the tolerance of the "
         "grid's best cell and stayed there until every cell was tried (\"never\": not so at the end). Random "
         "search tries the cells in a random order and recommends the best value read; \"random + GP\" recommends "
         "the GP's best posterior mean instead.", "",

@@ -101,7 +101,8 @@ def run(models: list[str], steps: int = 6, warmup: int = 3) -> tuple[str, dict]:
     rows, data, peaks = [], {}, {}
     for model in models:
         bf16 = native_bf16(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-        variants = [(p, c) for p, c in VARIANTS if not (c and p == "fp32" and model == "base") and (bf16 or p == "fp32")]
+        variants = [(p, c) for p, c in VARIANTS
+                    if not (c and p == "fp32" and model == "base") and (bf16 or p == "fp32")]
         torch._dynamo.reset()  # every model's compiled graphs share one code object and its recompile limit
         fns, trainers, mm_flops = {}, {}, {}
         for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):

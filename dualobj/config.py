@@ -42,14 +42,14 @@ class ModelConfig:
 class DataConfig:
     """Corpus, tokenizer and data repetition."""
 
-    source: str = "wiki"  # wiki (embedded) | text | textdir | jsonl (.gz/.zst) | parquet | tokens (prepared folder) | bin (flat uint16 ids)
+    source: str = "wiki"  # wiki (embedded) | text | textdir | jsonl (.gz/.zst) | parquet | tokens | bin (uint16 ids)
     path: str | None = None  # file or folder of the corpus (every source but wiki)
     text_field: str = "text"  # JSONL field / parquet column that holds the document text
     repetitions: float = 1  # R: the unique data is train.tokens / R tokens, each seen R times
     val_fraction: float = 0.05  # share of documents held out for validation (by content hash)
     order_seed: int = 1234  # fixed document order (never depends on R or the run seed)
     tokenizer: str | None = None  # path to a tokenizer.json; empty = train a byte-level BPE here
-    tokenizer_sample_bytes: int = 256_000_000  # text the BPE is trained on at most (a uniform sample of the train split)
+    tokenizer_sample_bytes: int = 256_000_000  # text the BPE is trained on at most (a uniform sample of train)
     separator_id: int = -1  # bin: the token id between documents (50256 = GPT-2's <|endoftext|>)
     cache_dir: str = "~/.cache/dualobj"  # token memmaps and tokenizers, keyed by (corpus, tokenizer)
     val_sequences: int = 32  # validation windows used by in-training validation
@@ -90,7 +90,7 @@ class TrainConfig:
     log_every: int = 10  # steps between training-metric lines
     eval_every: int = 0  # steps between validations (0 = about 8 per run)
     val_md_samples: int = 2  # noise levels per window for the in-training MD ELBO (eval.md_samples for final scores)
-    checkpoint_every: int = 0  # steps between checkpoints (0 = about 8 per run)
+    checkpoint_every: int = 0  # steps between checkpoints (0 = every 10 minutes of wall time; always at the end)
     keep_checkpoints: int = 2  # checkpoints kept on disk (the newest ones)
     progress: bool = True  # show a progress bar
 
@@ -110,10 +110,10 @@ class LoggerConfig:
 class EvalConfig:
     """Zero-shot evaluation (``dualobj eval`` and the end of ``dualobj train``); never part of the run id."""
 
-    tasks: list[str] = field(default_factory=lambda: ["val", "builtin", "lambada", "probe_mc",
-                                                      "probe_cloze"])  # tasks, task sets (builtin, paper9) or task .yaml files
+    tasks: list[str] = field(default_factory=lambda: [  # tasks, task sets (builtin, paper9) or task .yaml files
+        "val", "builtin", "lambada", "probe_mc", "probe_cloze"])
     task_set: str = "builtin"  # the task set eval/avg/<mode> averages: builtin | paper9 (all its tasks must be scored)
-    task_files: dict[str, str] = field(default_factory=dict)  # declared task -> its data file, e.g. {hellaswag: /data/hs.jsonl}
+    task_files: dict[str, str] = field(default_factory=dict)  # declared task -> its data file, {hellaswag: /d/hs.jsonl}
     modes: list[str] = field(default_factory=lambda: ["ar", "md", "prefix"])  # ar | md | prefix (paper's Remark 3)
     limit: int | None = 200  # items per task, a deterministic seeded subsample (null = all)
     md_estimator: str = "mc"  # mc (unbiased ELBO: k uniform on 1..n, weight n/k, K samples) | pll (one token at a time)
@@ -194,7 +194,8 @@ def _validate_train(t: TrainConfig, seq_len: int) -> None:
            f"{step_tokens} tokens); raise train.tokens or lower train.batch_size")
     _check(t.lr > 0 and math.isfinite(t.lr), f"train.lr={t.lr} must be a positive number")
     _check(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
-    _check(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), f"train.betas={t.betas} must be two numbers in [0, 1)")
+    _check(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas),
+           f"train.betas={t.betas} must be two numbers in [0, 1)")
     _check(0 <= t.warmup < 1 and 0 <= t.cooldown <= 1 and t.warmup + t.cooldown <= 1,
            f"train.warmup={t.warmup} and train.cooldown={t.cooldown} must be shares in [0, 1] summing to <= 1")
     _check(t.grad_clip >= 0, f"train.grad_clip={t.grad_clip} must be >= 0 (0 = off)")
@@ -517,7 +518,8 @@ def file_overrides(path: str | Path) -> list[str]:
     except OSError as e:
         raise ConfigError(f"config file {p} cannot be read ({e.strerror}); give an existing YAML file") from e
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {p} is not valid YAML; fix it or print a fresh one with `dualobj config`") from e
+        raise ConfigError(f"config file {p} is not valid YAML; fix it or print a fresh one with "
+                          "`dualobj config`") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {p} must be a mapping of sections (model:, data:, ...); see `dualobj config`")
     out = []

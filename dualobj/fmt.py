@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 
@@ -34,3 +35,14 @@ def hms(seconds: float | None) -> str:
     if s >= 86400:
         return f"{s / 86400:.1f}d"
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def format_number(v, digits: int = 4, signed: bool = False) -> str:
+    """A table value with ``digits`` decimals (``signed``: always with + or −); very large or small values
+    in ``g`` notation; "" for None and NaN."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    v = float(v)
+    if v != 0 and (abs(v) >= 1e5 or abs(v) < 10 ** -digits):
+        return f"{v:+.{digits}g}" if signed else f"{v:.{digits}g}"
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"

@@ -33,7 +33,8 @@ class WandbLogger:
         lc = cfg.logger
         self.run = wandb.init(
             project=lc.project, entity=lc.entity, group=lc.group, id=run_id, resume="allow", mode=lc.mode,
-            dir=str(run_dir), config=asdict(cfg), name=f"{cfg.model.name}-R{int(cfg.data.repetitions)}-a{cfg.objective.alpha:g}",
+            dir=str(run_dir), config=asdict(cfg),
+            name=f"{cfg.model.name}-R{int(cfg.data.repetitions)}-a{cfg.objective.alpha:g}",
             reinit="finish_previous",
         )
 

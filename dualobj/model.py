@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -23,21 +24,46 @@ def _trunc_normal_(w: torch.Tensor, std: float) -> None:
 
 
 class RoPE(nn.Module):
-    """Rotary position embedding (rotate-half form), cos/sin cached for max length."""
+    """Rotary position embedding (rotate-half form), cos/sin cached for max length.
+
+    x cos + rotate_half(x) sin, rotate_half(x) = [-x2, x1], computed as x cos + [x2, x1] sin_fwd with the
+    sign folded into sin_fwd = [-sin, sin]: bit for bit the same (a product's sign flips without rounding
+    differently), one pass fewer. Its backward is the same rotation the other way, g cos + [g2, g1] sin_bwd
+    (sin_bwd = [sin, -sin]), written out (``_Rotary``) instead of autograd's chunk/neg/cat/mul graph; it
+    rounds as autograd's does (each product cast to x's dtype, then one sum)."""
 
     def __init__(self, head_dim: int, max_len: int, theta: float):
         super().__init__()
         inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         ang = torch.outer(torch.arange(max_len, dtype=torch.float32), inv)
-        ang = torch.cat([ang, ang], dim=-1)
-        self.register_buffer("cos", ang.cos(), persistent=False)
-        self.register_buffer("sin", ang.sin(), persistent=False)
+        cos, sin = ang.cos(), ang.sin()
+        self.register_buffer("cos", torch.cat([cos, cos], dim=-1), persistent=False)
+        self.register_buffer("sin", torch.cat([sin, sin], dim=-1), persistent=False)
+        self.register_buffer("sin_fwd", torch.cat([-sin, sin], dim=-1), persistent=False)
+        self.register_buffer("sin_bwd", torch.cat([sin, -sin], dim=-1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, H, T, D]
         t = x.shape[-2]
-        x1, x2 = x.chunk(2, dim=-1)
-        rotated = torch.cat([-x2, x1], dim=-1)
-        return (x * self.cos[:t] + rotated * self.sin[:t]).to(x.dtype)
+        return _Rotary.apply(x, self.cos[:t], self.sin_fwd[:t], self.sin_bwd[:t])
+
+
+def _swap_halves(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x2, x1], dim=-1)
+
+
+class _Rotary(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, cos, sin_fwd, sin_bwd):
+        ctx.save_for_backward(cos, sin_bwd)
+        ctx.dtype = x.dtype
+        return (x * cos + _swap_halves(x) * sin_fwd).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        cos, sin_bwd = ctx.saved_tensors
+        g = g.to(torch.promote_types(ctx.dtype, cos.dtype))
+        return (g * cos).to(ctx.dtype) + (_swap_halves(g) * sin_bwd).to(ctx.dtype), None, None, None
 
 
 class Attention(nn.Module):
@@ -55,10 +81,11 @@ class Attention(nn.Module):
         b, t, d = x.shape
         q, k, v = (m(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2) for m in (self.q, self.k, self.v))
         q, k = rope(q), rope(k)
-        if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        elif isinstance(mask, torch.Tensor):  # "math": an fp32 additive bias
-            y = _math_attention(q, k, v, mask)
+        if isinstance(mask, _Bias):  # "math": an fp32 additive bias
+            y = _math_attention(q, k, v, mask.bias)
+        elif isinstance(mask, torch.Tensor):  # "sdpa": boolean, or additive in q's dtype (0 / -inf)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask if mask.dtype in (torch.bool, q.dtype)
+                                               else mask.to(q.dtype))
         else:  # a FlexAttention BlockMask
             y = _flex_attention(q.is_cuda)(q, k, v, block_mask=mask)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
@@ -145,10 +172,7 @@ class Transformer(nn.Module):
     def body(self, idx: torch.Tensor, causal: bool | torch.Tensor, doc_ids: torch.Tensor | None = None,
              prefix_len: torch.Tensor | None = None):
         """Hidden states [B, T, d] for token ids [B, T]."""
-        backend = self._backend(idx)
-        mask = attention_mask(idx.shape[1], causal, doc_ids, idx.device, backend, prefix_len)
-        if backend == "math":
-            mask = torch.zeros(mask.shape, device=idx.device).masked_fill_(~mask, float("-inf"))
+        mask = self.layer_mask(idx, causal, doc_ids, prefix_len)
         x = self.embedding(idx)
         for layer in self.layers:
             x = layer(x, self.rope, mask)
@@ -162,6 +186,29 @@ class Transformer(nn.Module):
         other bidirectionally; the rest stays causal.
         """
         return self.head(self.body(idx, causal, doc_ids, prefix_len))
+
+    def layer_mask(self, idx: torch.Tensor, causal: bool | torch.Tensor, doc_ids: torch.Tensor | None = None,
+                   prefix_len: torch.Tensor | None = None):
+        """The mask every layer's attention gets, built once per forward.
+
+        For "sdpa" it is the additive form (0 where a position may attend, -inf elsewhere) in the dtype the
+        queries will have: what ``F.scaled_dot_product_attention`` turns a boolean mask into, in every layer's
+        forward and again in its backward when handed the boolean one; the same numbers, converted once.
+        """
+        backend = self._backend(idx)
+        mask = attention_mask(idx.shape[1], causal, doc_ids, idx.device, backend, prefix_len)
+        if backend == "math":
+            return _Bias(_additive(mask, torch.float32))
+        if backend == "sdpa":
+            return _additive(mask, self._compute_dtype(idx.device))
+        return mask
+
+    def _compute_dtype(self, device) -> torch.dtype:
+        """The dtype of the linear layers' outputs: autocast's where it is on, else the weights'."""
+        kind = torch.device(device).type
+        if torch.is_autocast_enabled(kind):
+            return torch.get_autocast_dtype(kind)
+        return self.embedding.weight.dtype
 
     def _backend(self, idx: torch.Tensor) -> str:
         a = self.cfg.attention
@@ -217,6 +264,17 @@ def attention_mask(
     if doc_ids is not None:
         m = m & (doc_ids[:, :, None] == doc_ids[:, None, :])
     return m[:, None]
+
+
+class _Bias(NamedTuple):
+    """An fp32 additive mask for the "math" attention (wrapped, so it is never taken for an sdpa mask)."""
+
+    bias: torch.Tensor
+
+
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where ``mask`` is True, -inf where it is False, in ``dtype``."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
 def _math_attention(q, k, v, bias: torch.Tensor) -> torch.Tensor:
@@ -310,7 +368,8 @@ def _flex_probe_diff(device: torch.device) -> float:
     docs[:, 10:] = 1
     prefix = torch.tensor([5, 0, 8, 0], device=device)
     with torch.no_grad():
-        dense = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(t, causal, docs, device, "sdpa", prefix))
+        dense_mask = attention_mask(t, causal, docs, device, "sdpa", prefix)
+        dense = F.scaled_dot_product_attention(q, k, v, attn_mask=dense_mask)
         block = attention_mask(t, causal, docs, device, "flex", prefix)
         flex = _flex_attention(device.type == "cuda")(q, k, v, block_mask=block)
     return float((flex.float() - dense.float()).abs().max())

@@ -62,7 +62,8 @@ class Muon(torch.optim.Muon):
                 update = grad.lerp(buf, g["momentum"]) if g["nesterov"] else buf
                 update = newton_schulz(update, g["ns_coefficients"], g["ns_steps"], g["eps"], self.ns_dtype)
                 rows, cols = p.shape
-                scale = 0.2 * max(rows, cols) ** 0.5 if g["adjust_lr_fn"] == "match_rms_adamw" else max(1, rows / cols) ** 0.5
+                rms_adamw = g["adjust_lr_fn"] == "match_rms_adamw"
+                scale = 0.2 * max(rows, cols) ** 0.5 if rms_adamw else max(1, rows / cols) ** 0.5
                 p.mul_(1 - g["lr"] * g["weight_decay"])
                 p.add_(update.to(p.dtype), alpha=-g["lr"] * scale)
 

@@ -6,7 +6,8 @@ seeded by (seed, step), the learning rate from the step. A checkpoint therefore 
 model, the optimizer and the step, and a resumed run matches an uninterrupted one bit for bit.
 
 The trainer knows nothing of evaluation: whoever wants scores at the end of training passes an
-``after`` hook (``dualobj.evaluate.train_and_evaluate`` does), called before the run is marked done.
+``after`` hook (``dualobj.evaluate.train_and_evaluate`` does), called with a :class:`Trained` (the model,
+its corpus, the run directory and step) before the run is marked done.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,7 @@ from dualobj import __version__
 from dualobj.budget import Budget
 from dualobj.config import Config, run_id, to_yaml
 from dualobj.data.repetition import RepeatedStream, val_windows
-from dualobj.data.tokens import prepare_corpus
+from dualobj.data.tokens import TokenizedCorpus, prepare_corpus
 from dualobj.errors import ConfigError, DualObjError, RunDirError
 from dualobj.faults import maybe_die, maybe_hold
 from dualobj.logger import LocalLogger, make_logger
@@ -62,7 +64,18 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step + 1)
 
 
-AfterHook = Callable[["Trainer"], dict]  # end-of-training work (evaluation); returns summary fields
+@dataclass
+class Trained:
+    """What the end-of-training hook is given: the trained model and what it was trained on."""
+
+    model: Transformer
+    corpus: TokenizedCorpus
+    run_dir: Path
+    step: int  # the last training step
+    say: Callable[[str], None]  # prints a line where the run's messages go (rank 0 only)
+
+
+AfterHook = Callable[[Trained], dict]  # end-of-training work (evaluation); returns summary fields
 
 
 class Trainer:
@@ -83,6 +96,24 @@ class Trainer:
         self.main = self.dist.is_main  # rank 0 alone writes the run directory
         self.budget = Budget(cfg)
         self.timers = {"validate": 0.0, "checkpoint": 0.0, "train": 0.0}  # seconds per activity
+        # Built by setup() (runtime, data, model), in this order; None until then.
+        self.device: torch.device | None = None
+        self.bf16 = False  # bf16 autocast (train.precision and the hardware)
+        self.autocast: torch.autocast | None = None
+        self.corpus: TokenizedCorpus | None = None
+        self.stream: RepeatedStream | None = None  # the repeated training windows
+        self.val: torch.Tensor | None = None  # in-training validation windows
+        self.model: Transformer | None = None
+        self.forward_eval = None  # the model's forward (compiled when train.compile)
+        self.forward = None  # the training forward (DDP-wrapped under data parallelism)
+        self.ddp = None
+        self.objective: DualObjective | None = None
+        self.opt: torch.optim.Optimizer | None = None
+        self.total_steps = 0
+        self.eval_every = 0
+        # Set as training goes.
+        self.t_start = 0.0  # wall clock at the start of this attempt's training
+        self._last_ckpt_time = 0.0
 
     def say(self, msg: str) -> None:
         if self.main:
@@ -231,7 +262,8 @@ class Trainer:
                         stack.enter_context(self.rd.lock())
                     except DualObjError as e:
                         ok, err = False, e
-                if not self.dist.agree(ok, torch.device("cpu") if not torch.cuda.is_available() else self.dist.device()):
+                where = torch.device("cpu") if not torch.cuda.is_available() else self.dist.device()
+                if not self.dist.agree(ok, where):
                     raise err or RunDirError(f"rank 0 could not take {self.rd.path}; see its message")
                 result = self._run_locked()
             self.dist.barrier()  # after rank 0 has written the summary and released the lock
@@ -312,7 +344,7 @@ class Trainer:
         if self.after:  # before "done", so a run killed while evaluating redoes its evaluation
             self.rd.set_status(phase="eval")
             t0 = time.perf_counter()
-            summary.update(self.after(self))
+            summary.update(self.after(Trained(self.model, self.corpus, self.rd.path, self.total_steps, self.say)))
             summary["eval_time_s"] = time.perf_counter() - t0
             self.say(f"evaluation: {summary['eval_time_s']:.0f} s (training: {summary['train_time_s']:.0f} s)")
         write_json(self.rd.summary_path, summary)  # with the evaluation's headline scores

@@ -22,7 +22,8 @@ from dualobj.report.analysis import (
     table2_markdown,
 )
 from dualobj.report.checks import check_line, paper_checks
-from dualobj.report.gp import fit_gp, plot_gp_surface
+from dualobj.report.gp import figure_title, plot_gp_surface
+from dualobj.stats.gp import fit_gp
 
 PNG = b"\x89PNG\r\n\x1a\n"
 GRID_R = [1, 4, 16, 64]
@@ -89,7 +90,8 @@ def test_gp_recovers_known_optimum(known_gp):
 
 
 def test_gp_higher_is_better_and_too_few_runs():
-    cells = {(r, a): {"eval/avg/ar": 20 - 40 * (a - 0.5) ** 2 + r * 0.01} for r in (1, 8) for a in (0, 0.25, 0.5, 0.75, 1)}
+    cells = {(r, a): {"eval/avg/ar": 20 - 40 * (a - 0.5) ** 2 + r * 0.01}
+             for r in (1, 8) for a in (0, 0.25, 0.5, 0.75, 1)}
     gp = fit_gp(runs_frame(cells), "eval/avg/ar", n_samples=500)
     assert not gp.lower_is_better
     assert all(abs(gp.best_alpha_by_r[r] - 0.5) <= 0.1 for r in (1, 8))
@@ -137,8 +139,10 @@ def test_table2_exact_values():
 
 
 # ----------------------------------------------------------------------------- checks F1–F4
-AR = {1: {0.0: 1.6, 0.25: 1.3, 0.5: 1.2, 0.75: 1.1, 1.0: 1.15}, 16: {0.0: 1.62, 0.25: 1.25, 0.5: 1.3, 0.75: 1.35, 1.0: 1.5}}
-MD = {1: {0.0: 1.8, 0.25: 1.5, 0.5: 1.45, 0.75: 1.4, 1.0: 1.9}, 16: {0.0: 1.82, 0.25: 1.5, 0.5: 1.55, 0.75: 1.6, 1.0: 2.2}}
+AR = {1: {0.0: 1.6, 0.25: 1.3, 0.5: 1.2, 0.75: 1.1, 1.0: 1.15},
+      16: {0.0: 1.62, 0.25: 1.25, 0.5: 1.3, 0.75: 1.35, 1.0: 1.5}}
+MD = {1: {0.0: 1.8, 0.25: 1.5, 0.5: 1.45, 0.75: 1.4, 1.0: 1.9},
+      16: {0.0: 1.82, 0.25: 1.5, 0.5: 1.55, 0.75: 1.6, 1.0: 2.2}}
 
 
 def checks_frame(ar=None, md=None, names=("val/ar_bpb", "val/md_bpb")) -> pd.DataFrame:
@@ -332,7 +336,8 @@ def test_schedule_section_compares_each_schedule_with_the_best_constant_alpha():
 def noisy_frame(with_se: bool) -> pd.DataFrame:
     """The AR/MD grid where F1–F4 hold, plus downstream averages at chance whose best α rises with R."""
     df = checks_frame()
-    noise = {1: {0.0: 1.0, 0.25: -0.5, 0.5: 0.2, 0.75: -1.0, 1.0: -0.8}, 16: {0.0: -1.0, 0.25: 0.1, 0.5: 0.3, 0.75: 0.2, 1.0: 1.5}}
+    noise = {1: {0.0: 1.0, 0.25: -0.5, 0.5: 0.2, 0.75: -1.0, 1.0: -0.8},
+             16: {0.0: -1.0, 0.25: 0.1, 0.5: 0.3, 0.75: 0.2, 1.0: 1.5}}
     for mode in ("ar", "md"):
         df[f"eval/avg/{mode}"] = [noise[int(r)][a] for r, a in zip(df["repetitions"], df["alpha"], strict=True)]
         if with_se:
@@ -388,4 +393,4 @@ def test_report_runs_the_analysis_only_when_asked(sweep, tmp_path):
 def test_gp_figure_title_has_both_r2(known_gp):
     _, gp = known_gp
     assert re.fullmatch(r"tiny: val/ar_nll \(lower is better\); GP R² = \d\.\d{3} \(leave-one-out \d\.\d{3}\)",
-                        gp.figure_title())
+                        figure_title(gp))

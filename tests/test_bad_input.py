@@ -180,7 +180,8 @@ CASES = {
         "is a folder but this source needs a file", "use data.source=textdir"]),
     "binary file": lambda c: (c.train("data=text", f"data.path={c.file('bin.txt', BINARY)}"), [
         "bin.txt looks binary (NUL byte at offset 4)", "give a UTF-8 text file"]),
-    "non-UTF-8 (latin-1) file": lambda c: (c.train("data=text", f"data.path={c.file('l1.txt', 'café'.encode('latin-1'))}"), [
+    "non-UTF-8 (latin-1) file": lambda c: (c.train(
+        "data=text", f"data.path={c.file('l1.txt', 'café'.encode('latin-1'))}"), [
         "l1.txt is not UTF-8 (bad byte at offset 3)", "re-encode it as UTF-8"]),
     "JSONL line not JSON": lambda c: (c.train("data=jsonl", f"data.path={c.file('a.jsonl', NOT_JSON)}"), [
         "JSONL line 2 is not valid JSON", "fix or remove that line"]),
@@ -193,9 +194,11 @@ CASES = {
         "tok.json is not a file", "give a tokenizer.json or leave it empty to train BPE"]),
     "tokenizer.json corrupt": lambda c: (c.train(f"data.tokenizer={c.file('tok.json', '{truncated')}"), [
         "tok.json is not a valid tokenizer.json", "give a file saved by HF tokenizers"]),
-    "tokenizer without <mask>": lambda c: (c.train(f"data.tokenizer={_tokenizer(c.tmp / 't.json', ['<unk>', '<s>', 'a'])}"), [
+    "tokenizer without <mask>": lambda c: (c.train(
+        f"data.tokenizer={_tokenizer(c.tmp / 't.json', ['<unk>', '<s>', 'a'])}"), [
         "lacks the token(s) <mask>", "add <mask> as special tokens"]),
-    "tokenizer larger than model.vocab_size": lambda c: (c.train(f"data.tokenizer={_tokenizer(c.tmp / 't.json', ['<unk>', '<s>', '<mask>', *map(str, range(600))])}"), [
+    "tokenizer larger than model.vocab_size": lambda c: (c.train(
+        f"data.tokenizer={_tokenizer(c.tmp / 't.json', ['<unk>', '<s>', '<mask>', *map(str, range(600))])}"), [
         "tokenizer has 603 tokens but model.vocab_size=512", "use a model with vocab_size >= 603"]),
     # ---------------------------------------------------------------- sweep files
     "sweep file missing": lambda c: (["sweep", str(c.tmp / "none.yaml"), "--dry-run"], [
@@ -217,7 +220,8 @@ CASES = {
         "key(s) ['hydra.job.chdir'] may not be set by a sweep file", "use the 'launcher' section"]),
     "sweep unknown launcher": lambda c: (c.sweep("name: x\naxes: {objective.alpha: [0]}\nlauncher: {name: nope}\n"), [
         "unknown launcher 'nope'", "use one of basic, joblib, slurm, slurm_paper, submitit_local, submitit_slurm"]),
-    "sweep launcher with 0 jobs": lambda c: (c.sweep("name: x\naxes: {objective.alpha: [0]}\nlauncher: {name: joblib, jobs: 0}\n"), [
+    "sweep launcher with 0 jobs": lambda c: (c.sweep(
+        "name: x\naxes: {objective.alpha: [0]}\nlauncher: {name: joblib, jobs: 0}\n"), [
         "launcher jobs=0 must be a whole number >= 1", "e.g. {name: joblib, jobs: 2}"]),
     "sweep n_jobs not a number": lambda c: ([*c.sweep("name: x\naxes: {objective.alpha: [0]}\nlauncher: joblib\n"),
                                              "hydra.launcher.n_jobs=abc"], [
@@ -226,13 +230,15 @@ CASES = {
         "unknown config key 'objective.alpah' (did you mean objective.alpha?)"]),
     # ---------------------------------------------------------------- run directories
     "report on a folder with no runs": lambda c: (["report", str(c.tmp)], [
-        "no runs or sweep plan under", "run `dualobj sweep SWEEP.yaml` first, or give a sweep folder or run directory"]),
+        "no runs or sweep plan under",
+        "run `dualobj sweep SWEEP.yaml` first, or give a sweep folder or run directory"]),
     "report on a missing path": lambda c: (["report", str(c.tmp / "gone")], [
         "gone does not exist", "give a sweep folder or run directory such as runs/smoke"]),
     "report --out an existing file": lambda c: (["report", str(_fake_run(c)), "--out", str(c.file("r.md", "x"))], [
         "report folder", "r.md is a file; give --out a folder"]),
     "status on a folder with no runs": lambda c: (["status", str(c.tmp)], [
-        "no runs or sweep plan under", "run `dualobj sweep SWEEP.yaml` first, or give a sweep folder or run directory"]),
+        "no runs or sweep plan under",
+        "run `dualobj sweep SWEEP.yaml` first, or give a sweep folder or run directory"]),
     "status on a missing path": lambda c: (["status", str(c.tmp / "gone")], [
         "gone does not exist", "give a sweep folder or run directory such as runs/smoke"]),
     "eval on a folder that is not a run": lambda c: (["eval", str(c.tmp)], [
@@ -255,7 +261,8 @@ CASES = {
     # ---------------------------------------------------------------- benchmark files, eval, generate
     "benchmark file in the wrong format": lambda c: (
         ["eval", str(c.run), "eval.tasks=[piqa]", "eval.modes=[ar]", f"eval.benchmark_dir={_bad_piqa(c)}"], [
-            "piqa.jsonl, line 1: field 'query'", 'each line must be {"query": str, "choices": [str, ...], "gold": int}']),
+            "piqa.jsonl, line 1: field 'query'",
+            'each line must be {"query": str, "choices": [str, ...], "gold": int}']),
     "benchmark dir missing for a requested task": lambda c: (
         ["eval", str(c.run), "eval.tasks=[piqa]", f"eval.benchmark_dir={c.tmp / 'nobench'}"], [
             "nobench not found (needed for gauntlet/piqa.jsonl)", "set eval.benchmark_dir="]),
@@ -373,7 +380,8 @@ def test_disk_full_is_one_line(trained_run, cache_dir, tmp_path, monkeypatch):
                                        f"out={out}"])
     assert res.exit_code == 2, res.output
     line = error_line(res.stderr, res.stdout)
-    assert line == f"error: disk full while writing {out / 'config.yaml'}; free space and re-run (finished work is kept)"
+    assert line == (f"error: disk full while writing {out / 'config.yaml'}; "
+                    "free space and re-run (finished work is kept)")
     # The friendly wrapper turns an OSError ENOSPC from anywhere else into the same kind of line.
     fail = cli.friendly(lambda: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left", "/data/big.npy")))
     with pytest.raises(cli.typer.Exit) as e:

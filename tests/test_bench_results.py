@@ -10,7 +10,8 @@ def test_a_sweep_only_memory_run_keeps_the_demo_table_and_the_text_around_it(tmp
     M = bench_module("memory")
     out = tmp_path / "RESULTS.md"
     M.write_parts(out, {M.DEMO_KEY: "demo table 1", M.SWEEP_KEY: "sweep table 1"})
-    out.write_text(out.read_text().replace(f"<!-- /{M.SECTION_KEY} -->", f"why the allocator\n<!-- /{M.SECTION_KEY} -->"))
+    end = f"<!-- /{M.SECTION_KEY} -->"
+    out.write_text(out.read_text().replace(end, f"why the allocator\n{end}"))
     M.write_parts(out, {M.SWEEP_KEY: "sweep table 2"})
     text = out.read_text()
     assert text.count(M.SECTION) == 1

@@ -22,7 +22,8 @@ def test_every_shipped_option_loads(group):
         extra = ["data.path=/tmp/x"] if group == "data" and opt != "wiki" else []
         for key in re.findall(r"^(\w+): \?\?\?", (CONF_DIR / group / f"{opt}.yaml").read_text(), re.M):
             if key != "path":  # the option leaves it for the user (???): give one of its type
-                extra.append(f"{group}.{key}={0 if config.schema_types()[f'{group}.{key}'] in (int, int | None) else 'x'}")
+                numeric = config.schema_types()[f"{group}.{key}"] in (int, int | None)
+                extra.append(f"{group}.{key}={0 if numeric else 'x'}")
         if group == "train" and opt == "paper":
             extra = ["model=paper_470m"]  # its batch needs the paper's sequence length budget
         cfg = config.load([f"{group}={opt}", *extra])
@@ -175,3 +176,15 @@ def test_a_config_file_round_trips(tmp_path):
     path.write_text("[1, 2]\n")
     with pytest.raises(ConfigError, match="must be a mapping of sections"):
         config.file_overrides(path)
+
+
+@pytest.mark.parametrize("path", sorted((CONF_DIR / "model").glob("*.yaml")), ids=lambda p: p.stem)
+def test_each_model_config_states_the_parameter_count_of_the_model_it_builds(path):
+    """The first line of conf/model/NAME.yaml says "N parameters (M non-embedding)": the built model has them."""
+    first = path.read_text().splitlines()[0]
+    found = re.search(r"([\d,]+) parameters \(([\d,]+) non-embedding\)", first)
+    assert found, f"{path.name}: the first line must state 'N parameters (M non-embedding)', got {first!r}"
+    total, non_emb = (int(g.replace(",", "")) for g in found.groups())
+    with torch.device("meta"):  # no memory: the 470M model is counted, never allocated
+        model = Transformer(config.load([f"model={path.stem}"]).model)
+    assert (model.num_params(), model.num_params(non_embedding=True)) == (total, non_emb)

@@ -78,7 +78,8 @@ def test_task_files_point_a_declaration_at_any_file(tmp_path):
 def test_a_declaration_given_as_a_path_scores_its_own_layout(tmp_path):
     write_jsonl(tmp_path / "pairs.jsonl", [{"ok": "The cats sleep.", "no": "The cats sleeps."}])
     write_jsonl(tmp_path / "cloze.jsonl", [{"text": "The sun rises in the", "word": "east"}])
-    (tmp_path / "pairs.yaml").write_text("kind: pairs\nfile: pairs.jsonl\ngood: ok\nbad: 'no'\n")  # YAML reads a bare no as false
+    # YAML reads a bare no as false
+    (tmp_path / "pairs.yaml").write_text("kind: pairs\nfile: pairs.jsonl\ngood: ok\nbad: 'no'\n")
     (tmp_path / "cloze.yaml").write_text("kind: cloze\nfile: cloze.jsonl\ncontext: text\ncontinuation: word\n")
     pairs = get_task(str(tmp_path / "pairs.yaml"), tmp_path)
     assert pairs.name == "pairs" and pairs.chance == 0.5

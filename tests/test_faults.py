@@ -16,7 +16,7 @@ import torch
 from conftest import HANG_S
 from safetensors.torch import load_file
 
-from dualobj.sweep.status import sweep_rows
+from dualobj.run.status import status_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 STEP_TOKENS = 8 * 32
@@ -106,14 +106,14 @@ def test_a_damaged_summary_is_reported_and_recomputed(args, reference, tmp_path)
     shutil.copytree(reference, out)
     text = (out / "summary.json").read_text()
     (out / "summary.json").write_text(text.replace('"val/ar_nll": ', '"val/ar_nll": 1'))  # valid JSON, wrong
-    rows = sweep_rows(out.parent)
-    assert [r["state"] for r in rows] == ["damaged"]
+    rows = status_rows(out.parent)
+    assert [r.state for r in rows] == ["damaged"]
     status = cli("status", str(out.parent))
     assert status.returncode == 1 and "damaged" in status.stdout
     again = cli("train", *args, f"out={out}")
     assert again.returncode == 0 and "summary.json does not match its checksum" in again.stderr
     assert results(out) == results(reference)
-    assert [r["state"] for r in sweep_rows(out.parent)] == ["done"]
+    assert [r.state for r in status_rows(out.parent)] == ["done"]
 
 
 MICRO_SWEEP = ["model.vocab_size=512", "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64",
@@ -141,10 +141,10 @@ def test_a_sweep_killed_again_and_again_finishes_every_cell_once(cache_dir, tmp_
     assert kills == 3
     final = subprocess.run(argv, capture_output=True, text=True, timeout=HANG_S)
     assert final.returncode == 0, final.stderr[-2000:]
-    rows = sweep_rows(out)
-    assert len(rows) == 6 and all(r["state"] == "done" for r in rows)  # no cell lost
+    rows = status_rows(out)
+    assert len(rows) == 6 and all(r.state == "done" for r in rows)  # no cell lost
     for r in rows:  # no cell trained twice: every step logged once, in order
-        steps = [json.loads(line)["step"] for line in (out / r["run_id"] / "metrics.jsonl").read_text().splitlines()]
+        steps = [json.loads(line)["step"] for line in (out / r.run_id / "metrics.jsonl").read_text().splitlines()]
         assert steps == sorted(set(steps)) and steps[-1] == 16
     assert max(r["attempts"] for r in rows) >= 2  # the status history shows the interrupted attempts
 
@@ -158,9 +158,9 @@ def test_a_diverging_cell_fails_with_its_reason_and_the_sweep_goes_on(cache_dir,
     res = cli("sweep", str(spec), "--out", str(tmp_path / "runs"), *MICRO_SWEEP, f"train.tokens={STEP_TOKENS * 40}",
               f"data.cache_dir={cache_dir}")
     assert res.returncode == 1
-    states = {r["state"]: r for r in sweep_rows(tmp_path / "runs")}
-    assert sorted(r["state"] for r in sweep_rows(tmp_path / "runs")) == ["done", "done", "failed"]
-    assert "loss became nan at step" in states["failed"]["error"]
+    states = {r.state: r for r in status_rows(tmp_path / "runs")}
+    assert sorted(r.state for r in status_rows(tmp_path / "runs")) == ["done", "done", "failed"]
+    assert "loss became nan at step" in states["failed"].reason
     again = cli("sweep", str(spec), "--out", str(tmp_path / "runs"), *MICRO_SWEEP, f"train.tokens={STEP_TOKENS * 40}",
                 f"data.cache_dir={cache_dir}")
     assert again.returncode == 1 and "gave up" in again.stderr  # retries: 0, so it is not run again

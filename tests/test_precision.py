@@ -80,6 +80,7 @@ def test_the_matmul_probe_measures_a_positive_rate():
     assert runtime.matmul_gflops(torch.float32, torch.device("cpu"), n=64) > 0
 
 
-@pytest.mark.skipif(not runtime.native_bf16(torch.device("cpu")), reason=f"this CPU has no native bf16 (capability {runtime.cpu_capability()})")
+@pytest.mark.skipif(not runtime.native_bf16(torch.device("cpu")),
+                    reason=f"this CPU has no native bf16 (capability {runtime.cpu_capability()})")
 def test_native_bf16_hosts_pick_bf16_by_default():
     assert runtime.use_bf16("auto", torch.device("cpu")) and runtime.precision_note("auto", torch.device("cpu")) is None

@@ -449,7 +449,8 @@ def test_bad_token_files(tmp_path, docs, tok_file):
     ids.tofile(tmp_path / "big.bin")
     cases = [
         ({"path": str(tmp_path / "odd.bin")}, 400, ["not a whole number of uint16", "truncated"]),
-        ({"path": str(tmp_path / "big.bin")}, 400, ["token id 999 at position 100", "vocabulary of data.tokenizer (400"]),
+        ({"path": str(tmp_path / "big.bin")}, 400,
+         ["token id 999 at position 100", "vocabulary of data.tokenizer (400"]),
         ({"path": str(path), "separator_id": 400}, 400, ["data.separator_id=400 is not a token id"]),
         ({"path": str(path), "tokenizer": None}, 400, ["needs data.tokenizer"]),
         ({"path": str(path)}, 300, ["tokenizer has 400 tokens but model.vocab_size=300"]),

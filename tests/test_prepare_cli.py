@@ -116,7 +116,8 @@ def test_half_prepared_folder_made_with_another_tokenizer(corpus):
     line = error_line(run_cli("data", "prepare", *corpus["base"], f"data.tokenizer={corpus['dir'] / 'tok300.json'}",
                               "--out", str(out)))
     assert "half-finished preparation made with another tokenizer" in line and f"delete {out}" in line
-    done = run_cli("data", "prepare", *corpus["base"], f"data.tokenizer={corpus['dir'] / 'tok.json'}", "--out", str(out))
+    done = run_cli("data", "prepare", *corpus["base"], f"data.tokenizer={corpus['dir'] / 'tok.json'}",
+                   "--out", str(out))
     assert done.returncode == 0 and (out / "meta.json").is_file() and not (out / "progress.json").exists()
 
 

@@ -122,7 +122,8 @@ def test_a_memory_mapped_token_file_is_read_without_mapping_and_gives_the_same_w
     path.write_bytes(b"\0" * header + tokens.tobytes())
     mm = np.memmap(path, dtype=np.uint16, mode="r", offset=header)
     for view, base in [(mm, tokens), (mm[:30_000], tokens[:30_000]), (mm[1000:], tokens[1000:])]:
-        s = starts[starts <= len(base)] if view is not mm[1000:] else np.concatenate([[0], starts[starts > 1000] - 1000])
+        s = (starts[starts <= len(base)] if view is not mm[1000:]
+             else np.concatenate([[0], starts[starts > 1000] - 1000]))
         on_file = RepeatedStream(view, s, len(base) - 7, 64, seed=2)
         assert on_file._read is not view  # read with pread, not through the map
         idx = np.arange(3 * on_file.windows_per_epoch)

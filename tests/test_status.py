@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from dualobj import cli
 from dualobj.report import load_runs, status_line, write_report
-from dualobj.sweep.status import counts_line, folder_runs, sweep_rows
+from dualobj.run.status import counts_line, folder_runs, status_rows
 
 
 def make_run(root: Path, name: str, *, R=1, alpha=0.5, seed=0, state="done", summary: str | dict | None = None,
@@ -57,20 +57,20 @@ def folder(tmp_path) -> Path:
 
 
 def test_status_and_report_list_the_same_runs_with_the_same_states_reasons_and_facts(folder):
-    rows = {r["run_id"]: r for r in sweep_rows(folder)}
+    rows = {r.run_id: r for r in status_rows(folder)}
     runs = load_runs(folder).set_index("run_id")
     assert set(rows) == set(runs.index) == {"done1", "done2", "dmg", "dead", "fail", "todo"}  # pending included
     for rid, r in rows.items():
         row = runs.loc[rid]
-        assert r["state"] == row["state"], rid
-        assert r["reason"] == (row["note"] if isinstance(row["note"], str) else None), rid
-        assert (r["model"], float(r["R"]), r["alpha"], r["seed"]) == (
+        assert r.state == row["state"], rid
+        assert r.reason == (row["note"] if isinstance(row["note"], str) else None), rid
+        assert (r.model, float(r.R), r.alpha, r.seed) == (
             row["model"], row["repetitions"], row["alpha"], row["seed"]), rid
-    assert rows["dmg"]["state"] == "damaged" and rows["dmg"]["reason"] == "summary.json is not valid JSON"
-    assert rows["dead"]["state"] == "dead" and "no live process holds the run" in rows["dead"]["reason"]
-    assert rows["fail"]["reason"] == "RuntimeError: loss became nan at step 3"
-    assert rows["todo"]["state"] == "pending" and (rows["todo"]["R"], rows["todo"]["alpha"]) == (1, 0.5)
-    assert status_line(load_runs(folder)) == counts_line(r["state"] for r in rows.values()) == (
+    assert rows["dmg"].state == "damaged" and rows["dmg"].reason == "summary.json is not valid JSON"
+    assert rows["dead"].state == "dead" and "no live process holds the run" in rows["dead"].reason
+    assert rows["fail"].reason == "RuntimeError: loss became nan at step 3"
+    assert rows["todo"].state == "pending" and (rows["todo"].R, rows["todo"].alpha) == (1, 0.5)
+    assert status_line(load_runs(folder)) == counts_line(r.state for r in rows.values()) == (
         "6 runs: 2 done, 1 failed, 0 running, 1 pending, 1 dead, 1 damaged")
 
 
@@ -96,9 +96,9 @@ def test_without_sweep_json_the_facts_come_from_config_yaml(tmp_path):
     root = tmp_path / "runs"
     make_run(root / "a", "r1", R=16, alpha=0.25, seed=3)  # any depth, no sweep.json anywhere
     make_run(root, "r2", R=4, alpha=1.0, state="failed", error="boom")
-    rows = {r["run_id"]: r for r in sweep_rows(root)}
-    assert (rows["r1"]["model"], rows["r1"]["R"], rows["r1"]["alpha"], rows["r1"]["seed"]) == ("tiny", 16, 0.25, 3)
-    assert (rows["r2"]["R"], rows["r2"]["alpha"], rows["r2"]["reason"]) == (4, 1.0, "boom")
+    rows = {r.run_id: r for r in status_rows(root)}
+    assert (rows["r1"].model, rows["r1"].R, rows["r1"].alpha, rows["r1"].seed) == ("tiny", 16, 0.25, 3)
+    assert (rows["r2"].R, rows["r2"].alpha, rows["r2"].reason) == (4, 1.0, "boom")
     res = CliRunner().invoke(cli.app, ["status", str(root)])
     cells = [[c.strip() for c in line.split("│")[1:-1]] for line in res.stdout.splitlines() if "│" in line]
     assert ["r1", "tiny", "16", "1/4", "3", "done"] in [c[:6] for c in cells], res.stdout
@@ -109,7 +109,7 @@ def test_a_single_run_directory_is_accepted(tmp_path):
     res = CliRunner().invoke(cli.app, ["status", str(run)])
     assert res.exit_code == 0, res.output
     assert "1 run: 1 done, 0 failed, 0 running, 0 pending" in res.stdout
-    assert [r["run_id"] for r in sweep_rows(run)] == ["demo"] and [i.run_id for i, _ in folder_runs(run)] == ["demo"]
+    assert [r.run_id for r in status_rows(run)] == ["demo"] and [i.run_id for i, _ in folder_runs(run)] == ["demo"]
     assert len(load_runs(run)) == 1
 
 

@@ -17,8 +17,9 @@ from dualobj import config
 from dualobj import sweep as S
 from dualobj.errors import ConfigError
 from dualobj.run import RunDir, RunDirLocked, run_state, write_json
+from dualobj.run.status import status_rows
 from dualobj.sweep import launch as L
-from dualobj.sweep.status import sweep_rows
+from dualobj.sweep.outcome import CellOutcome, Outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,8 +140,8 @@ def test_cell_states_from_run_directories(tmp_path):
             running.lock().__enter__()  # a second holder is refused while the first lives
     assert run_state(running.path) == "dead"  # its holder is gone: a re-run resumes it
     assert [run_state(r.path) for r in (done, dead, failed, damaged)] == ["done", "dead", "failed", "damaged"]
-    rows = {r["run_id"]: r for r in sweep_rows(tmp_path)}
-    assert rows["z"]["state"] == "damaged" and rows["f"]["error"] == "boom"
+    rows = {r.run_id: r for r in status_rows(tmp_path)}
+    assert rows["z"].state == "damaged" and rows["f"].reason == "boom"
 
 
 def test_a_failed_cell_is_retried_up_to_the_limit(tmp_path, micro):
@@ -150,9 +151,9 @@ def test_a_failed_cell_is_retried_up_to_the_limit(tmp_path, micro):
     node = OmegaConf.structured(cfg)
     _status(RunDir(tmp_path / "r"), state="failed", attempts=2, error="earlier crash")
     out = L.run_cell(node, max_attempts=2)
-    assert out["outcome"] == "gave up" and "failed 2 times" in out["error"]
+    assert out.outcome is Outcome.GAVE_UP and "failed 2 times" in out.error
     _status(RunDir(tmp_path / "r"), state="failed", attempts=1, error="earlier crash")
-    assert L.run_cell(node, max_attempts=2)["outcome"] == "done"
+    assert L.run_cell(node, max_attempts=2) == CellOutcome(config.run_id(cfg), Outcome.DONE)
     assert json.loads((tmp_path / "r" / "status.json").read_text())["attempts"] == 2
 
 
@@ -173,8 +174,8 @@ def test_smoke_sweep_runs_through_hydra_launchers(tmp_path, cache_dir, launcher)
             *MICRO_CLI, "train.tokens=2048", f"data.cache_dir={cache_dir}"]
     res = sweep_cli(*args)
     assert res.returncode == 0, res.stderr[-2000:]
-    rows = sweep_rows(out)
-    assert len(rows) == 6 and all(r["state"] == "done" and r["attempts"] == 1 for r in rows)
+    rows = status_rows(out)
+    assert len(rows) == 6 and all(r.state == "done" and r.attempts == 1 for r in rows)
     again = sweep_cli(*args)
     assert again.returncode == 0 and "nothing to do" in again.stderr
     status = subprocess.run([sys.executable, "-m", "dualobj.cli", "status", str(out)], capture_output=True, text=True)
@@ -223,12 +224,12 @@ def test_two_sweeps_on_one_folder_train_each_cell_once(tmp_path, cache_dir):
         os.killpg(first.pid, signal.SIGCONT)
     assert first.wait(timeout=HANG_S) == 0, (tmp_path / "first.log").read_text()[-2000:]
     outs = [((tmp_path / "first.log").read_text(), ""), (second.stdout, second.stderr)]
-    rows = sweep_rows(out)
-    assert len(rows) == 6 and all(r["state"] == "done" for r in rows), outs
-    assert all(r["attempts"] == 1 for r in rows), [(r["run_id"], r["attempts"]) for r in rows]
+    rows = status_rows(out)
+    assert len(rows) == 6 and all(r.state == "done" for r in rows), outs
+    assert all(r.attempts == 1 for r in rows), [(r.run_id, r.attempts) for r in rows]
     assert f"{held}: running elsewhere" in second.stderr, second.stderr[-2000:]
     for r in rows:
-        steps = [json.loads(line)["step"] for line in (out / r["run_id"] / "metrics.jsonl").read_text().splitlines()]
+        steps = [json.loads(line)["step"] for line in (out / r.run_id / "metrics.jsonl").read_text().splitlines()]
         assert steps == sorted(set(steps)), "a cell was trained twice"
 
 
@@ -253,21 +254,21 @@ def test_killed_sweep_finishes_on_rerun_without_training_a_cell_twice(tmp_path, 
     while any(RunDir(d).is_locked() for d in out.iterdir() if d.is_dir()):
         assert time.time() < deadline, "killed workers still hold their runs"
         time.sleep(0.02)
-    before = {r["run_id"]: r for r in sweep_rows(out)}
-    finished = {k for k, r in before.items() if r["state"] == "done"}
+    before = {r.run_id: r for r in status_rows(out)}
+    finished = {k for k, r in before.items() if r.state == "done"}
     stamps = {k: (out / k / "status.json").read_text() for k in finished}
-    assert all(before[k]["state"] == "dead" for k in midway), {k: before[k]["state"] for k in midway}
+    assert all(before[k].state == "dead" for k in midway), {k: before[k].state for k in midway}
 
     res = sweep_cli(*args)
     assert res.returncode == 0, res.stderr[-2000:]
-    after = sweep_rows(out)
-    assert all(r["state"] == "done" for r in after) and len(after) == 6
+    after = status_rows(out)
+    assert all(r.state == "done" for r in after) and len(after) == 6
     for k in finished:  # finished cells were skipped, not re-run
         assert (out / k / "status.json").read_text() == stamps[k]
     for r in after:
-        steps = [json.loads(line)["step"] for line in (out / r["run_id"] / "metrics.jsonl").read_text().splitlines()]
+        steps = [json.loads(line)["step"] for line in (out / r.run_id / "metrics.jsonl").read_text().splitlines()]
         assert steps == sorted(set(steps))
-        assert r["attempts"] == (1 if r["run_id"] in finished or before[r["run_id"]]["state"] == "pending" else 2)
+        assert r.attempts == (1 if r.run_id in finished or before[r.run_id].state == "pending" else 2)
 
 
 @pytest.mark.slow
@@ -299,6 +300,7 @@ def test_status_and_report_on_an_empty_folder_fail_clearly(tmp_path):
 def test_submitit_timeout_signal_checkpoints_then_hands_over_to_the_requeue_handler(tmp_path, micro):
     out = tmp_path / "r"
     args = [*micro, "train.tokens=51200", f"out={out}"]
+    hold = tmp_path / "hold"
     script = f"""
 import json, os, signal, threading, time
 from pathlib import Path
@@ -310,16 +312,16 @@ from omegaconf import OmegaConf
 from dualobj import config
 from dualobj.sweep import launch
 cfg = config.load({args!r})
-def fire():
-    while not Path({str(out)!r}, "metrics.jsonl").exists():
+def fire():  # the run holds before step 20 until it is signalled (DUALOBJ_HOLD)
+    while not list(Path({str(hold)!r}).glob("*.step.held")):
         time.sleep(0.02)
     os.kill(os.getpid(), signal.SIGUSR2)
 threading.Thread(target=fire, daemon=True).start()
 res = launch.run_cell(OmegaConf.structured(cfg))
-print(json.dumps({{"res": res, "calls": calls}}))
+print(json.dumps({{"res": res.to_json(), "calls": calls}}))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env={**os.environ, "DUALOBJ_STEP_DELAY": "0.02"}, timeout=HANG_S)
+                          env={**os.environ, "DUALOBJ_HOLD": "step@20", "DUALOBJ_HOLD_DIR": str(hold)}, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["res"]["outcome"] == "interrupted"
@@ -342,7 +344,7 @@ def test_a_cell_process_killed_by_the_os_fails_that_cell_and_the_sweep_goes_on(t
     assert "0/6 cells done" in killed.stderr
     again = sweep_cli(*args, timeout=HANG_S)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert all(r["state"] == "done" for r in sweep_rows(out))
+    assert all(r.state == "done" for r in status_rows(out))
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
@@ -398,11 +400,11 @@ def test_a_sweep_killed_alone_leaves_no_process_and_its_cells_resume(tmp_path, c
         assert time.time() < deadline, f"processes of the killed sweep live on: {_group_alive(proc.pid)}"
         time.sleep(0.05)
     assert code == (130 if sig == "SIGTERM" else -signal.SIGKILL)
-    states = {r["run_id"]: r["state"] for r in sweep_rows(out)}
+    states = {r.run_id: r.state for r in status_rows(out)}
     held = [k for k in states if (out / k / "checkpoints").is_dir() and states[k] != "done"]
     assert len(held) == 2 and all(states[k] == "interrupted" for k in held), states
     again = sweep_cli(*args, timeout=HANG_S)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert all(r["state"] == "done" for r in sweep_rows(out))
+    assert all(r.state == "done" for r in status_rows(out))
     for k in held:  # the re-run's attempt is the run's second: the same run directory, picked up again
         assert json.loads((out / k / "status.json").read_text())["attempts"] == 2

@@ -16,7 +16,8 @@ from dualobj.evaluate.registry import TASKS, get_task
 from dualobj.evaluate.tasks import ChoiceTask, ClozeTask, PairsTask, PartialTask, chance_normalise
 from dualobj.evaluate.types import Item, Request, Score
 
-BENCH = Path(os.environ.get("DUALOBJ_BENCHMARKS") or Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks")
+BENCH = Path(os.environ.get("DUALOBJ_BENCHMARKS")
+             or Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks")
 needs_bench = pytest.mark.skipif(
     not BENCH.is_dir(), reason=f"benchmark files not found at {BENCH} (set DUALOBJ_BENCHMARKS to their folder)"
 )
@@ -74,7 +75,8 @@ def test_real_request_text():
     assert lam[0].requests[0].context.endswith("I don't care about")
     assert lam[4462].requests[0].continuation == " recorder"  # "\n\nrecorder" in the file
     wino = get_task("winogrande", BENCH).items()[0]
-    assert wino.requests[1] == Request("Sarah was a much better surgeon than Maria so Maria", " always got the easier cases.")
+    assert wino.requests[1] == Request("Sarah was a much better surgeon than Maria so Maria",
+                                       " always got the easier cases.")
     assert wino.gold == 1
 
 
@@ -86,7 +88,8 @@ def test_blimp_loads_all_pairs(blimp):
     assert len({it.meta["uid"] for it in items}) == 67
     assert {it.meta["field"] for it in items} == {"morphology", "syntax", "semantics", "syntax_semantics"}
     first = items[0]
-    assert first.meta["uid"] == "adjunct_island" and first.requests[0].continuation == "Who should Derek hug after shocking Richard?"
+    assert first.meta["uid"] == "adjunct_island"
+    assert first.requests[0].continuation == "Who should Derek hug after shocking Richard?"
 
 
 @needs_bench
@@ -240,7 +243,8 @@ def test_bad_blimp_cloze_partial_files(tmp_path):
     _write(tmp_path / "gauntlet" / "lambada_openai.jsonl", [{"context": "a b", "continuation": "  "}])
     with pytest.raises(DataError, match=r"lambada_openai.jsonl, line 1: field 'continuation' is empty"):
         get_task("lambada", tmp_path)
-    _write(tmp_path / "gauntlet" / "winogrande.jsonl", [{"context_options": ["a", "b"], "continuation": "c", "gold": -1}])
+    _write(tmp_path / "gauntlet" / "winogrande.jsonl",
+           [{"context_options": ["a", "b"], "continuation": "c", "gold": -1}])
     with pytest.raises(DataError, match=r"winogrande.jsonl, line 1: gold=-1"):
         get_task("winogrande", tmp_path)
     _write(tmp_path / "gauntlet" / "winograd_wsc.jsonl", [])

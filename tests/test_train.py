@@ -184,9 +184,9 @@ def test_an_alpha_schedule_drives_the_split_and_the_ar_epochs(micro, tmp_path):
 
 ALLOCATOR_PROBE = """
 import json, os, re, sys
-from dualobj.cli import _tune_malloc
+from dualobj.malloc import tune_malloc
 
-_tune_malloc()  # re-executes this script once with the allocator dualobj picks
+tune_malloc()  # re-executes this script once with the allocator dualobj picks
 import torch
 
 def rss_mb():

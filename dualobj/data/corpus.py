@@ -158,5 +158,6 @@ def corpus_fingerprint(source: str, path: str | None, memo_dir: str | Path | Non
     if source != "bin":
         check_source(source, path)
     files = _corpus_files(source, path)
-    memo = None if memo_dir is None else Path(memo_dir).expanduser() / "fingerprints" / f"{file_stamp(source, files)}.json"
+    memo = (None if memo_dir is None
+            else Path(memo_dir).expanduser() / "fingerprints" / f"{file_stamp(source, files)}.json")
     return remembered(memo, lambda: _content_hash(source, files), files=[str(f) for _, f in files])

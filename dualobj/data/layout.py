@@ -131,11 +131,3 @@ def open_prepared(folder: Path, bad: Bad, key: str = "") -> TokenizedCorpus:
         special_ids=list(meta["special_ids"]), vocab_size=meta["vocab_size"], key=str(meta.get("key", "")),
         bytes_per_token_val=float(meta.get("bytes_per_token_val", 0.0)), cache_path=str(folder),
     )
-
-
-def scan_max_id(tokens: np.ndarray, chunk: int = 1 << 24) -> int:
-    """The largest id in a token array, read a chunk at a time (the file is not held in memory)."""
-    best = 0
-    for a in range(0, len(tokens), chunk):
-        best = max(best, int(np.asarray(tokens[a:a + chunk]).max()))
-    return best

@@ -302,7 +302,8 @@ def scan_bin(job: Job, info: TokenizerInfo) -> None:
             bad = np.flatnonzero(chunk >= limit)
             if bad.size:
                 raise DataError(f"{path}: token id {int(chunk[bad[0]]):,} at position {a + int(bad[0]):,} is outside "
-                                f"the vocabulary of data.tokenizer ({limit:,} tokens); give the tokenizer that made the file")
+                                f"the vocabulary of data.tokenizer ({limit:,} tokens); "
+                                "give the tokenizer that made the file")
             rows: list = []
             _scan_chunk(chunk, a, sep, cur, rows)
             if a + len(chunk) == n_tokens and n_tokens > cur["start"]:
@@ -413,7 +414,8 @@ def order(job: Job, tok: Tokenizer, info: TokenizerInfo) -> dict:
     for split, mask in (("train", ~is_val), ("val", is_val)):
         ids = perm[mask[perm]]
         done = sum(counts.get(f"{x}_tokens", 0) for x in SPLITS)
-        counts[f"{split}_tokens"] = write_split(job, split, ids, starts, lens, src, info, done, counts.get("train_docs", 0))
+        counts[f"{split}_tokens"] = write_split(job, split, ids, starts, lens, src, info, done,
+                                                counts.get("train_docs", 0))
         counts[f"{split}_docs"] = len(ids)
         maybe_die(f"prepare_{split}_written")
     job.ui.end_phase()

@@ -31,11 +31,11 @@ def train_and_evaluate(cfg: Config, out: str | Path | None = None, console=None,
 
         check_task_names(list(cfg.eval.tasks), cfg.eval.task_set)
 
-    def evaluate_at_end(trainer) -> dict:
+    def evaluate_at_end(trained) -> dict:
         from dualobj.evaluate.evaluator import Evaluator
 
-        ev = Evaluator(trainer.rd.path, cfg.eval, cfg, model=trainer.model, corpus=trainer.corpus,
-                       step=trainer.total_steps)  # the run's own settings decide: scores of an attempt
-        return ev.run(skip_missing=True, say=trainer.say, overwrite=True)["headline"]  # killed mid-way are redone
+        ev = Evaluator(trained.run_dir, cfg.eval, cfg, model=trained.model, corpus=trained.corpus,
+                       step=trained.step)  # the run's own settings decide: scores of an attempt
+        return ev.run(skip_missing=True, say=trained.say, overwrite=True)["headline"]  # killed mid-way are redone
 
     return train(cfg, out, console, max_attempts, after=evaluate_at_end if cfg.eval.at_end else None)

@@ -162,7 +162,8 @@ def load_blimp(folder: Path) -> tuple[list[Item], str, int]:
             fld = _get_str(path, n, obj, "field", _BLIMP_FMT).replace("/", "_")
             uid = obj.get("UID", path.stem)
             if not isinstance(uid, str) or not uid:
-                raise _bad(path, n, f"field 'UID' must be a non-empty string, got {uid!r}", f"each line must be {_BLIMP_FMT}")
+                raise _bad(path, n, f"field 'UID' must be a non-empty string, got {uid!r}",
+                           f"each line must be {_BLIMP_FMT}")
             meta = {"field": fld, "uid": uid, "pair_id": str(obj.get("pairID", n - 1)), "file": path.name, "line": n}
             items.append(Item([Request("", good.strip()), Request("", bad.strip())], 0, meta))
     return items, combined.hexdigest(), len(files)

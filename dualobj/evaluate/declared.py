@@ -4,7 +4,7 @@ A declaration (``conf/eval/tasks/<name>.yaml``, or any path given as a task name
 
     name: commonsense_qa                       # default: the file's stem
     kind: choice                               # choice | cloze | pairs | partial (see dualobj.evaluate.tasks)
-    file: commonsense_qa/dev_rand_split.jsonl  # absolute, or under the benchmark folder; eval.task_files.<name> overrides
+    file: commonsense_qa/dev_rand_split.jsonl  # absolute or under the benchmark folder (eval.task_files overrides)
     description: CommonsenseQA dev (5 choices)
     context: "Question: {question.stem}\\nAnswer:"     # choice, cloze: the prompt
     choices: question.choices[].text           # choice: a field holding a list, or a list of templates
@@ -33,10 +33,9 @@ import yaml
 
 from dualobj.errors import ConfigError, DataError
 from dualobj.evaluate.benchmarks import join_pair, locate, read_jsonl
-from dualobj.evaluate.tasks import ChoiceTask, ClozeTask, PairsTask, PartialTask, Task
+from dualobj.evaluate.tasks import KINDS, Task
 from dualobj.evaluate.types import Item, Request
 
-KINDS: dict[str, type[Task]] = {c.kind: c for c in (ChoiceTask, ClozeTask, PairsTask, PartialTask)}
 NEEDS = {"choice": ("context", "choices", "gold"), "cloze": ("context", "continuation"),
          "pairs": ("good", "bad"), "partial": ("options", "continuation", "gold")}
 KEYS = {"name", "kind", "file", "description", "context", "choices", "gold", "labels", "gold_base",

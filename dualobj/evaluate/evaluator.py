@@ -76,7 +76,8 @@ class Evaluator:
             model = Transformer(self.cfg.model).to(self.device)
             state = self.rd.load_latest(model)
             if state is None:
-                raise RunDirError(f"{run_dir} has no intact checkpoint; train it first (`dualobj train ... out={run_dir}`)")
+                raise RunDirError(f"{run_dir} has no intact checkpoint; train it first "
+                                  f"(`dualobj train ... out={run_dir}`)")
             step = int(state["step"])
         self.model, self.step = model.eval(), step
         self.corpus = corpus or prepare_corpus(self.cfg.data, self.cfg.model.vocab_size)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -89,3 +90,41 @@ def generate(ev, prompt: str, mode: str = "ar", max_tokens: int = 48, steps: int
     else:
         raise ValueError(f"mode {mode!r}: use ar, md or prefix")
     return tok.decode(new)
+
+
+def check_options(run_dir, mode: str, order: str, temperature: float, top_k: int, top_p: float, max_tokens: int,
+                  steps: int) -> None:
+    """`dualobj generate`'s options, each refused with the range that has a meaning (ConfigError)."""
+    _check_sampling(mode, order, temperature, top_k, top_p)
+    _check_lengths(run_dir, max_tokens, steps)
+
+
+def _check_sampling(mode: str, order: str, temperature: float, top_k: int, top_p: float) -> None:
+    """Refuse generation settings that have no meaning, each with the range that has one."""
+    import math
+
+    from dualobj.errors import ConfigError
+
+    if mode not in ("ar", "md", "prefix"):
+        raise ConfigError(f"--mode {mode!r} is not one of ar, md, prefix")
+    if order not in ("confidence", "random"):
+        raise ConfigError(f"--order {order!r} is not one of confidence, random")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ConfigError(f"--temperature {temperature:g} must be >= 0 (0 = greedy, 1 = the model's distribution)")
+    if top_k < 0:
+        raise ConfigError(f"--top-k {top_k} must be >= 0 (0 = off)")
+    if not 0 < top_p <= 1:
+        raise ConfigError(f"--top-p {top_p:g} must be in (0, 1] (1 = off)")
+
+
+def _check_lengths(run_dir: Path, max_tokens: int, steps: int) -> None:
+    """--max-tokens must fit the model's context (its seq_len, from the run's config.yaml, <s> included)."""
+    from dualobj.errors import ConfigError
+    from dualobj.run import run_info
+
+    if max_tokens < 1 or steps < 1:
+        raise ConfigError(f"--max-tokens {max_tokens} and --steps {steps} must both be >= 1")
+    seq_len = run_info(run_dir).get("model.seq_len")
+    if isinstance(seq_len, int) and max_tokens > seq_len - 1:
+        raise ConfigError(f"--max-tokens {max_tokens} does not fit this model's context (model.seq_len={seq_len}, "
+                          f"<s> included); use --max-tokens {seq_len - 1} or less")

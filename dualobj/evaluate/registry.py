@@ -19,9 +19,7 @@ from dualobj.errors import ConfigError, DataError
 from dualobj.evaluate.benchmarks import LOADERS, load_blimp, locate, resolve_benchmark_dir
 from dualobj.evaluate.declared import build_declared, load_declaration
 from dualobj.evaluate.probes import PROBES, build_probe
-from dualobj.evaluate.tasks import ChoiceTask, ClozeTask, PairsTask, PartialTask, Task
-
-_CLASSES: dict[str, type[Task]] = {cls.kind: cls for cls in (PairsTask, ChoiceTask, ClozeTask, PartialTask)}
+from dualobj.evaluate.tasks import KINDS, PairsTask, Task
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ class TaskSpec:
             return PairsTask(name, items, {**source, "sha256": sha, "n_paradigms": n_files,
                                            "sha256_of": "sha256 over '<file name>\\0<file sha256>\\0' in name order"})
         items, sha = LOADERS[self.kind](path)
-        return _CLASSES[self.kind](name, items, {**source, "sha256": sha})
+        return KINDS[self.kind](name, items, {**source, "sha256": sha})
 
 
 TASKS: dict[str, TaskSpec] = {

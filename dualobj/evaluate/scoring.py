@@ -32,18 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from dualobj.evaluate.types import Score
+from dualobj.metrics import stratified_k
 
 MODES = ("ar", "md", "prefix")
-
-
-def stratified_counts(n: int, samples: int, generator: torch.Generator) -> list[int]:
-    """How many of n tokens each of ``samples`` draws masks: k_s = floor((s + u_s) n / K) + 1, u_s ~ U(0, 1).
-
-    Each k_s lies in its own stratum of {1..n}; a stratum picked at random gives k uniform on {1..n}, so the
-    mean over the K draws of any f(k_s) is an unbiased estimate of E_k f(k).
-    """
-    u = torch.rand(samples, generator=generator, dtype=torch.float64)
-    return [min(n, int((s + float(u[s])) * n / samples) + 1) for s in range(samples)]
 
 
 class Read(NamedTuple):
@@ -181,7 +172,8 @@ class Scorer:
         jobs, weights = [], []
         for i, (_, cont) in enumerate(enc):
             n = len(cont)
-            for k in stratified_counts(n, samples, g):
+            u = torch.rand(samples, generator=g, dtype=torch.float64)
+            for k in stratified_k(u[None], torch.tensor([n]))[0].tolist():
                 m = [False] * n
                 for c in torch.randperm(n, generator=g)[:k].tolist():
                     m[c] = True

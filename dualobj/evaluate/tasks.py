@@ -262,3 +262,6 @@ class PartialTask(Task):
         right = [int(np.argmax([x.logprob for x in s])) == it.gold for it, s in zip(items, scores, strict=True)]
         acc, chance = float(np.mean(right)), self.chance_of(items)
         return {"acc": acc, "score": chance_normalise(acc, chance), "n": len(items), "chance": chance}
+
+
+KINDS: dict[str, type[Task]] = {c.kind: c for c in (ChoiceTask, ClozeTask, PairsTask, PartialTask)}  # by `kind:`

@@ -23,7 +23,8 @@ def done_run(run_dir: str | Path) -> Path:
         raise RunDirError(f"run directory {path} does not exist; give one written by `dualobj train`")
     info = run_info(path)
     if not info.config:
-        raise RunDirError(f"{path} has no readable config.yaml: not a run directory; give one written by `dualobj train`")
+        raise RunDirError(f"{path} has no readable config.yaml: not a run directory; "
+                          "give one written by `dualobj train`")
     if info.state != "done":
         why = f" ({info.reason})" if info.reason else ""
         raise RunDirError(f"run {path} is {info.state}{why}, not done; finish it first (re-run its "

@@ -7,16 +7,17 @@ and the paper's analysis (Table 2, the GP surface, checks F1–F4).
 
 Modules, each with one job (none imports another's private names; no cycles):
 
-    load      run directories → DataFrames: load_runs, load_curves, find_run_dirs, select_model
     tables    pivot (mean/std/n per (R, α), best α, Δ vs pure AR / MD), to_markdown / to_latex / to_csv
     plots     plot_vs_alpha / plot_heatmap / plot_curves and the figure helpers
     analysis  the paper's targets, Table 2, over-fitting at the highest R, α schedules
-    gp        the Gaussian-process surface over (log2 R, α) and P(α optimal | R)
+    gp        the figure of the Gaussian-process surface (the fit is dualobj.stats.gp's)
     checks    the paper's findings F1–F4
     paper     the report's "Paper analysis" section
     write     write_report: every file and the report text
 
-A run's state comes from :func:`dualobj.run.run_info` only; α is written by :func:`dualobj.fmt.format_alpha`.
+Runs are read by :mod:`dualobj.run.table` (load_runs, load_curves) from the folders :mod:`dualobj.run.status`
+finds; the statistics shared with the adaptive search live in :mod:`dualobj.stats`. A run's state comes
+from :func:`dualobj.run.run_info` only; α is written by :func:`dualobj.fmt.format_alpha`.
 """
 
 from dualobj.report.analysis import (
@@ -31,21 +32,22 @@ from dualobj.report.analysis import (
     table2_markdown,
 )
 from dualobj.report.checks import check_line, paper_checks
-from dualobj.report.gp import GPFit, fit_gp, plot_gp_surface
-from dualobj.report.load import load_curves, load_runs, load_sweep, select_model
+from dualobj.report.gp import plot_gp_surface
 from dualobj.report.paper import paper_section
 from dualobj.report.plots import plot_curves, plot_heatmap, plot_vs_alpha
 from dualobj.report.tables import (
     Pivot,
     cells_frame,
-    default_lower_is_better,
     pivot,
     to_csv,
     to_latex,
     to_markdown,
 )
 from dualobj.report.write import ReportFiles, status_counts, status_line, write_report
-from dualobj.sweep.status import find_run_dirs
+from dualobj.run.status import find_run_dirs
+from dualobj.run.table import load_curves, load_runs, load_sweep
+from dualobj.stats.frame import default_lower_is_better, select_model
+from dualobj.stats.gp import GPFit, fit_gp
 
 __all__ = [
     "GPFit", "Pivot", "ReportFiles", "Target", "applicable", "cells_frame", "check_line",

@@ -24,20 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dualobj.fmt import format_alpha
-from dualobj.report.load import select_model
+from dualobj.fmt import format_alpha, format_number
 from dualobj.report.plots import count_axis, new_figure, plot_title, save_figure
-from dualobj.report.tables import (
-    best_mix,
-    column_values,
-    default_lower_is_better,
-    done_values,
-    format_number,
-    gain,
-    pivot,
-    r_level,
-    se_metric,
-)
+from dualobj.report.tables import best_mix, column_values, gain, pivot, se_metric
+from dualobj.stats.frame import default_lower_is_better, done_values, r_level, select_model
 
 # (target name, candidate metrics in order of preference, inference mode)
 TARGET_CANDIDATES: list[tuple[str, tuple[str, ...], str]] = [
@@ -170,7 +160,8 @@ def table2_markdown(df: pd.DataFrame, metric: str | None = None, model: str | No
         a = "—" if pd.isna(row["best α"]) else format_alpha(row["best α"])
         beats = "—" if pd.isna(row["beats both"]) else ("yes" if row["beats both"] else "no")
         cells = [str(r), a, format_number(row["best"], digits) or "—", format_number(row["AR (α=1)"], digits) or "—",
-                 format_number(row["MD (α=0)"], digits) or "—", format_number(row["gain vs AR"], digits, signed=True) or "—",
+                 format_number(row["MD (α=0)"], digits) or "—",
+                 format_number(row["gain vs AR"], digits, signed=True) or "—",
                  format_number(row["gain vs MD"], digits, signed=True) or "—", beats]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -253,7 +244,8 @@ def plot_overfit_curves(curves_df: pd.DataFrame, path: str | Path, metric: str =
 
 
 # ----------------------------------------------------------------------------- α schedules
-def schedule_section(runs: pd.DataFrame, metrics: tuple[str, ...] | list[str] = ("val/ar_bpb", "val/md_bpb")) -> list[str]:
+def schedule_section(runs: pd.DataFrame,
+                     metrics: tuple[str, ...] | list[str] = ("val/ar_bpb", "val/md_bpb")) -> list[str]:
     """Markdown comparing each α-schedule variant ("tiny+cosine(1->0)") with the constant α runs of its base
     model at the same R only: the best constant α there, and the schedule's gain over it (positive = the
     schedule is better), per metric (mean over seeds of done runs)."""
@@ -294,4 +286,5 @@ def _schedule_table(done: pd.DataFrame, variants: list[str], metric: str) -> lis
                 for r in rs])
     header = ["run"] + [f"R={r:g}" for r in rs]
     return [f"{metric} ({'lower' if lower else 'higher'} is better)", "",
-            "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |" for r in rows], ""]
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(r) + " |" for r in rows], ""]

@@ -8,10 +8,10 @@ import math
 
 import pandas as pd
 
-from dualobj.fmt import format_alpha
+from dualobj.fmt import format_alpha, format_number
 from dualobj.report.analysis import Target, find_targets, has_metric, table2
-from dualobj.report.load import select_model
-from dualobj.report.tables import format_number, pivot
+from dualobj.report.tables import pivot
+from dualobj.stats.frame import select_model
 
 NO_SIGNAL = "no signal (every score within two standard errors of chance)"
 UNKNOWN_SIGNIFICANCE = "significance unknown: no standard errors stored"
@@ -82,7 +82,8 @@ def _f3(df, model) -> dict:
                 "ar_relative_increase": inc_ar / abs(float(ar_v[lo])) if ar_v[lo] else math.nan,
                 "md_relative_increase": inc_md / abs(float(md_v[lo])) if md_v[lo] else math.nan}
     return {"name": "F3", "claim": claim, "holds": None,
-            "reason": "needs α=1 with val/ar_bpb (or val/ar_nll) and α=0 with val/md_bpb (or val/md_elbo) at ≥ 2 common R"}
+            "reason": "needs α=1 with val/ar_bpb (or val/ar_nll) and α=0 with val/md_bpb (or val/md_elbo) "
+                      "at ≥ 2 common R"}
 
 
 def _log2_odds(a: float) -> float:
@@ -158,7 +159,8 @@ def _target_status(v: dict) -> str:
 def _f1_detail(v: dict) -> str:
     return ", ".join(
         f"R={r}: α={format_alpha(x['best α']) if not pd.isna(x['best α']) else '—'} "
-        f"({format_number(x['gain vs AR'], 3, True) or '—'} vs AR, {format_number(x['gain vs MD'], 3, True) or '—'} vs MD)"
+        f"({format_number(x['gain vs AR'], 3, True) or '—'} vs AR, "
+        f"{format_number(x['gain vs MD'], 3, True) or '—'} vs MD)"
         for r, x in v["by_R"].items())
 
 
@@ -166,7 +168,8 @@ def _f3_detail(check: dict) -> str:
     if check["holds"] is None:
         return check["reason"]
     return (f"R {check['R_low']} → {check['R_high']}: pure AR {check['ar_metric']} "
-            f"{format_number(check['ar'][0])} → {format_number(check['ar'][1])} ({format_number(check['ar_increase'], 4, True)}), "
+            f"{format_number(check['ar'][0])} → {format_number(check['ar'][1])} "
+            f"({format_number(check['ar_increase'], 4, True)}), "
             f"pure MD {check['md_metric']} {format_number(check['md'][0])} → {format_number(check['md'][1])} "
             f"({format_number(check['md_increase'], 4, True)})")
 

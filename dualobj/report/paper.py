@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dualobj.fmt import format_alpha
+from dualobj.fmt import format_alpha, format_number
 from dualobj.report.analysis import (
     Target,
     applicable,
@@ -18,9 +18,9 @@ from dualobj.report.analysis import (
     table2_markdown,
 )
 from dualobj.report.checks import NO_SIGNAL, UNKNOWN_SIGNIFICANCE, check_line, paper_checks
-from dualobj.report.gp import fit_gp, plot_gp_surface
-from dualobj.report.load import select_model
-from dualobj.report.tables import format_number
+from dualobj.report.gp import plot_gp_surface
+from dualobj.stats.frame import select_model
+from dualobj.stats.gp import fit_gp
 
 
 def paper_section(runs: pd.DataFrame, curves: pd.DataFrame | None, out_dir: str | Path | None,

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dualobj.fmt import format_alpha, si
-from dualobj.report.load import select_model
-from dualobj.report.tables import default_lower_is_better, format_number, pivot
+from dualobj.fmt import format_alpha, format_number, si
+from dualobj.report.tables import pivot
+from dualobj.stats.frame import default_lower_is_better, select_model
 
 
 # ----------------------------------------------------------------------------- helpers

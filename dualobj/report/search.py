@@ -80,7 +80,8 @@ def _recommendation_table(final: list[dict], cells: list[dict], s: dict) -> list
     for p in final:
         n = sum(c["R"] == p["R"] for c in cells)
         rows.append(f"| {p['R']:g} | {format_alpha(p['alpha'])} | {p['ar_share']:.3f} | {p['predicted']:.4f} ± "
-                    f"{p['predicted_std']:.4f} | {p['best_mean']:.3f} ± {p['best_std']:.3f} | {p['p_best']:.2f} | {n} |")
+                    f"{p['predicted_std']:.4f} | {p['best_mean']:.3f} ± {p['best_std']:.3f} | "
+                    f"{p['p_best']:.2f} | {n} |")
     return rows
 
 

@@ -1,13 +1,12 @@
 """Tables over the (R, α) grid: :func:`pivot` (mean/std/n over seeds, best α per row, the best mix's gain
 over pure AR and pure MD) and its exports :func:`to_markdown`, :func:`to_latex`, :func:`to_csv`, :func:`cells_frame`.
 
-Also the number formatting every report table and figure uses (:func:`format_number`; α itself is
-written by :func:`dualobj.fmt.format_alpha`), and the done runs' values of a metric (:func:`done_values`).
+Numbers are written by :func:`dualobj.fmt.format_number` and α by :func:`dualobj.fmt.format_alpha`; the
+done runs' values of a metric come from :func:`dualobj.stats.frame.done_values`.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dualobj.fmt import format_alpha
-from dualobj.report.load import select_model
+from dualobj.fmt import format_alpha, format_number
+from dualobj.stats.frame import default_lower_is_better, r_level, select_model
 
 BEST_COLUMNS = ["best α", "best", "best mix α", "mix gain vs AR", "mix gain vs MD"]
-_LOWER_HINTS = ("nll", "elbo", "loss", "bpb", "ppl")
 SIGN_CONVENTION = ("Sign convention: every gain is positive when the run named is better than the one it is "
                    "compared with (for a loss: reference − value; for a score: value − reference).")
 CHANCE_MARK = "°"
@@ -46,41 +44,6 @@ def best_mix(row: pd.Series, lower_is_better: bool) -> tuple[float, float]:
         return np.nan, np.nan
     a = float(m.idxmin() if lower_is_better else m.idxmax())
     return a, float(m[a])
-
-
-# ----------------------------------------------------------------------------- numbers
-def default_lower_is_better(metric: str) -> bool:
-    """True for losses (names containing nll, elbo, loss, bpb, ppl); False for scores (accuracies, ...)."""
-    return any(h in metric.lower() for h in _LOWER_HINTS)
-
-
-def r_level(r) -> float | int:
-    """R as tables index it: an int when integral (1, 4, 16), else a float."""
-    r = float(r)
-    return int(r) if r.is_integer() else r
-
-
-def format_number(v, digits: int = 4, signed: bool = False) -> str:
-    """A table value with ``digits`` decimals (``signed``: always with + or −); very large or small values
-    in ``g`` notation; "" for None and NaN."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    v = float(v)
-    if v != 0 and (abs(v) >= 1e5 or abs(v) < 10 ** -digits):
-        return f"{v:+.{digits}g}" if signed else f"{v:.{digits}g}"
-    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
-
-
-def done_values(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Done runs with a finite ``metric``, R > 0 and α: columns R, alpha, value (one row per run/seed)."""
-    if metric not in df or df.empty:
-        return pd.DataFrame(columns=["R", "alpha", "value"], dtype=float)
-    done = df[df["state"] == "done"]
-    v = pd.to_numeric(done[metric], errors="coerce").astype(float).replace([np.inf, -np.inf], np.nan)
-    out = pd.DataFrame({"R": pd.to_numeric(done["repetitions"], errors="coerce").astype(float),
-                        "alpha": pd.to_numeric(done["alpha"], errors="coerce").astype(float), "value": v})
-    out = out.dropna()
-    return out[out["R"] > 0].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- pivot tables

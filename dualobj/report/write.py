@@ -13,12 +13,12 @@ import pandas as pd
 from dualobj.errors import DualObjError, RunDirError
 from dualobj.fmt import format_alpha
 from dualobj.report.analysis import schedule_section, target_metrics
-from dualobj.report.load import load_sweep
 from dualobj.report.paper import paper_section
 from dualobj.report.plots import plot_curves, plot_heatmap, plot_title, plot_vs_alpha
 from dualobj.report.search import search_section
 from dualobj.report.tables import SIGN_CONVENTION, cells_frame, legend, pivot, to_csv, to_latex, to_markdown
-from dualobj.sweep.status import counts_line, state_counts
+from dualobj.run.status import counts_line, state_counts
+from dualobj.run.table import load_sweep
 
 DEFAULT_METRICS = ["val/ar_nll", "val/md_elbo"]
 OPTIONAL_METRICS = ["eval/avg/ar", "eval/avg/md"]
@@ -27,7 +27,7 @@ FORMATS = ("md", "csv", "tex")
 
 # ----------------------------------------------------------------------------- status
 def status_counts(df: pd.DataFrame) -> dict[str, int]:
-    """Runs per state, as `dualobj status` counts them (:func:`dualobj.sweep.status.state_counts`): done,
+    """Runs per state, as `dualobj status` counts them (:func:`dualobj.run.status.state_counts`): done,
     failed, running, pending always; the other :data:`dualobj.run.STATES` when present."""
     return state_counts(df["state"] if len(df) else [])
 
@@ -62,7 +62,7 @@ def write_report(path: str | Path, metrics: list[str] | None = None, formats: It
                  out_dir: str | Path | None = None, plots: bool = True, analysis: bool | None = None) -> ReportFiles:
     """Tables and plots for every model size × metric of the runs under ``path``.
 
-    The runs are those `dualobj status` lists (:func:`dualobj.sweep.status.folder_runs`), pending cells
+    The runs are those `dualobj status` lists (:func:`dualobj.run.status.folder_runs`), pending cells
     of a sweep plan included. ``metrics`` defaults to val/ar_nll and val/md_elbo, plus eval/avg/ar and
     eval/avg/md when present. ``formats`` is any of md, csv, tex; md also writes ``report.md`` with every
     table and the status counts. Plots (PNG: metric vs α, heatmap, validation curves for val/* metrics)

@@ -102,7 +102,8 @@ class RunDir:
             probe.write_text("ok")
             probe.unlink()
         except OSError as e:
-            raise RunDirError(f"cannot write to run directory {self.path} ({e.strerror}); choose another out=DIR") from e
+            raise RunDirError(f"cannot write to run directory {self.path} ({e.strerror}); "
+                              "choose another out=DIR") from e
 
     def check_identity(self, run_id: str) -> None:
         """Refuse to mix two different runs in one directory (config.yaml names the run it holds)."""
@@ -124,7 +125,8 @@ class RunDir:
             return {"state": "pending", "attempts": 0}
         st = read_json(self.status_path)
         if not isinstance(st, dict):
-            raise RunDirError(f"{self.status_path} is damaged (not a JSON object); delete it to let the run redo that part")
+            raise RunDirError(f"{self.status_path} is damaged (not a JSON object); "
+                              "delete it to let the run redo that part")
         version = st.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise RunDirError(f"{self.path} was written by an incompatible dualobj version (format {version}, "

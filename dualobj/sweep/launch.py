@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dualobj import config as C
 from dualobj.errors import ConfigError
+from dualobj.sweep.outcome import CellOutcome, Outcome
 from dualobj.sweep.plan import Cell
 from dualobj.sweep.spec import SweepSpec, parallel_jobs, value_text
 
@@ -52,7 +53,7 @@ def _export_submitit_distributed() -> None:
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
-def run_cell(cfg, max_attempts: int = 2) -> dict:
+def run_cell(cfg, max_attempts: int = 2) -> CellOutcome:
     """The task function each launcher runs: train one cell into its run dir, never raising."""
     from dualobj.evaluate import train_and_evaluate
     from dualobj.run import RunDirLocked
@@ -63,25 +64,25 @@ def run_cell(cfg, max_attempts: int = 2) -> dict:
     _export_submitit_distributed()
     usr2 = signal.getsignal(signal.SIGUSR2)  # submitit's requeue handler, when under submitit
     try:
-        s = train_and_evaluate(c, c.out, console=None, max_attempts=max_attempts)
-        return {"run_id": rid, "outcome": "done", "val/ar_nll": s.get("val/ar_nll")}
+        train_and_evaluate(c, c.out, console=None, max_attempts=max_attempts)
+        return CellOutcome(rid, Outcome.DONE)
     except RunDirLocked:
-        return {"run_id": rid, "outcome": "running elsewhere"}
+        return CellOutcome(rid, Outcome.SKIPPED)
     except GaveUp as e:
-        return {"run_id": rid, "outcome": "gave up", "error": str(e)}
+        return CellOutcome(rid, Outcome.GAVE_UP, str(e))
     except Interrupted as e:
         if e.signum == signal.SIGUSR2 and callable(usr2):
             usr2(e.signum, None)  # checkpoint saved: let submitit requeue the job now
-        return {"run_id": rid, "outcome": "interrupted", "error": str(e)}
+        return CellOutcome(rid, Outcome.INTERRUPTED, str(e))
     except KeyboardInterrupt:
-        return {"run_id": rid, "outcome": "interrupted"}
+        return CellOutcome(rid, Outcome.INTERRUPTED)
     except Exception as e:  # recorded in the run's status.json; the sweep goes on
-        return {"run_id": rid, "outcome": "failed", "error": f"{e.__class__.__name__}: {e}"}
+        return CellOutcome(rid, Outcome.FAILED, f"{e.__class__.__name__}: {e}")
     finally:
         _release_memory()
 
 
-def run_cell_fresh(cfg, max_attempts: int = 2) -> dict:
+def run_cell_fresh(cfg, max_attempts: int = 2) -> CellOutcome:
     """:func:`run_cell` in a new process: what joblib's long-lived workers run. A worker that trained cells
     in itself kept 450-600 MiB of native memory from one cell to the next (bench/RESULTS.md), so each cell
     gets a fresh process, bounded by one run's peak; and a cell whose process dies (killed by the OS for
@@ -99,13 +100,13 @@ def run_cell_fresh(cfg, max_attempts: int = 2) -> dict:
         code = _cell_process([sys.executable, "-c", "from dualobj.sweep.launch import cell_main; cell_main()",
                               str(job), str(result)])
         if code is not None and result.is_file():
-            return json.loads(result.read_text())
+            return CellOutcome.from_json(json.loads(result.read_text()))
     if code is None:
         os._exit(0)  # the sweep is gone: this worker ends (its temporary folder removed) and starts no other cell
     why = " (killed: out of memory?)" if code == -signal.SIGKILL else ""
-    return {"run_id": C.run_id(C.to_config(cfg)), "outcome": "failed",
-            "error": f"the cell's process ended with exit code {code}{why} before reporting; "
-                     "re-run the sweep to retry the cell"}
+    return CellOutcome(C.run_id(C.to_config(cfg)), Outcome.FAILED,
+                       f"the cell's process ended with exit code {code}{why} before reporting; "
+                       "re-run the sweep to retry the cell")
 
 
 def _cell_process(argv: list[str]) -> int | None:
@@ -138,7 +139,7 @@ def cell_main() -> None:
     job = json.loads(Path(sys.argv[1]).read_text())
     _term_when_parent_dies(job.get("parent"))
     res = run_cell(OmegaConf.create(job["cfg"]), job["max_attempts"])
-    Path(sys.argv[2]).write_text(json.dumps(res))
+    Path(sys.argv[2]).write_text(json.dumps(res.to_json()))
 
 
 def _term_when_parent_dies(parent: int | None) -> None:
@@ -259,7 +260,7 @@ def launcher_config(spec: SweepSpec, out_dir: Path, hydra_args: list[str]) -> st
     return OmegaConf.to_yaml(node)
 
 
-def launch(cells: list[Cell], spec: SweepSpec, out_dir: Path, hydra_args: list[str]) -> list[dict]:
+def launch(cells: list[Cell], spec: SweepSpec, out_dir: Path, hydra_args: list[str]) -> list[CellOutcome]:
     """Run ``cells`` through the Hydra launcher plugin chosen by the sweep file or hydra/launcher=..."""
     import functools
 
@@ -291,6 +292,6 @@ def launch(cells: list[Cell], spec: SweepSpec, out_dir: Path, hydra_args: list[s
         try:
             results.append(r.return_value)  # re-raises what the job raised, if it failed
         except Exception as e:
-            results.append({"run_id": c.run_id, "outcome": "failed", "error": str(e)})
+            results.append(CellOutcome(c.run_id, Outcome.FAILED, str(e)))
     GlobalHydra.instance().clear()
     return results

@@ -1,7 +1,7 @@
 """Adaptive, GP-guided sweeps: the best α at each data-repetition level R with a handful of models.
 
 A sweep file with a ``search:`` block (:class:`dualobj.sweep.spec.SearchSpec`) trains its initial design,
-then goes in rounds. Each round fits the report's Gaussian process (:func:`dualobj.report.gp.fit_gp`: one
+then goes in rounds. Each round fits the report's Gaussian process (:func:`dualobj.stats.gp.fit_gp`: one
 surface over (log2 R, x) for all conditions at once, x = α or the AR share of the gradient weight) to every
 finished cell, and proposes the next ``batch`` cells by the knowledge gradient, until the budget is spent.
 
@@ -11,7 +11,8 @@ finished cell, and proposes the next ``batch`` cells by the knowledge gradient, 
   posterior mean moves linearly in the observation, so the expectation is that of the minimum of lines in
   one standard normal variable, computed exactly (:func:`expected_min`). A batch is picked greedily:
   after each pick the posterior covariance is updated as if that cell had been observed at its mean, so
-  the next pick goes where information is still missing. Before the GP can be fitted (under 4 results, or all equal), cells
+  the next pick goes where information is still missing. Before the GP can be fitted (under 4 results, or all
+  equal), cells
   are picked to fill the largest gaps instead.
 * **Determinism and resumption.** Proposals are a pure function of the finished results (the GP's
   restarts and posterior draws are seeded by ``search.seed``). The trace ``search.json`` in the sweep
@@ -35,10 +36,11 @@ from dualobj import config as C
 from dualobj.budget import ar_share
 from dualobj.errors import ConfigError, RunDirError
 from dualobj.fmt import format_alpha
-from dualobj.report.gp import GPFit, fit_gp
-from dualobj.report.load import load_runs
 from dualobj.run import read_json, write_json
+from dualobj.run.table import load_runs
+from dualobj.stats.gp import GPFit, fit_gp
 from dualobj.sweep.launch import launch
+from dualobj.sweep.outcome import Outcome, SweepResult, stuck
 from dualobj.sweep.plan import Cell, check_data, plan, write_manifest
 from dualobj.sweep.spec import SearchSpec, SweepSpec
 
@@ -89,7 +91,7 @@ class Posterior:
 
 
 def fit_posterior(problem: Problem, obs: pd.DataFrame) -> Posterior | None:
-    """Fit :func:`dualobj.report.gp.fit_gp` to the results ``obs`` (columns R, x, value; one row per finished
+    """Fit :func:`dualobj.stats.gp.fit_gp` to the results ``obs`` (columns R, x, value; one row per finished
     cell) and evaluate it at every point; None when the GP cannot be fitted (under 4 results, all equal)."""
     from threadpoolctl import threadpool_limits
 
@@ -363,8 +365,8 @@ def _add_round(run: _Search, trace: dict, points: list[tuple[float, float]], kin
     run.say(f"round {len(trace['rounds']) - 1} ({kind}): {tried}")
 
 
-def _train(run: _Search, trace: dict) -> int | None:
-    """Train the trace's cells that are not done; an exit code when the search must stop, else None."""
+def _train(run: _Search, trace: dict) -> SweepResult | None:
+    """Train the trace's cells that are not done; a SweepResult when the search must stop, else None."""
     todo = [c for c in run.plan(trace_cells(trace)) if c.state != "done"]
     if not todo:
         return None
@@ -372,14 +374,14 @@ def _train(run: _Search, trace: dict) -> int | None:
     try:
         results = launch(todo, run.spec, run.folder, run.hydra_args)
     except KeyboardInterrupt:
-        results = [{"run_id": "", "outcome": "interrupted"}]
-    stuck = [r for r in results if r["outcome"] not in ("done", "gave up")]
-    for r in results:
-        if r["outcome"] != "done" and r["run_id"]:
-            run.say(f"  {r['run_id']}: {r['outcome']} {r.get('error') or ''}")
-    if stuck:
-        run.say(f"stopped: {len(stuck)} cell(s) not done; finished work is kept, re-run the same command to continue")
-        return 130 if any(r["outcome"] == "interrupted" for r in stuck) else 1
+        results = None
+    blocked = stuck(results) if results is not None else todo
+    for r in results or []:
+        if r.outcome is not Outcome.DONE:
+            run.say(f"  {r.run_id}: {r.outcome.value} {r.error or ''}")
+    if blocked:
+        run.say(f"stopped: {len(blocked)} cell(s) not done; finished work is kept, re-run the same command to continue")
+        return SweepResult(results, len(blocked))
     return None
 
 
@@ -398,8 +400,9 @@ def _record_posterior(run: _Search, trace: dict, summary: list[dict] | None) -> 
 
 
 def run_search(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: list[str], dry_run: bool = False,
-               say: Callable[[str], None] = print, show: Callable = print, plan_table: Callable | None = None) -> int:
-    """Run (or resume) the adaptive search of ``spec`` in ``folder``; returns the exit code.
+               say: Callable[[str], None] = print, show: Callable = print,
+               plan_table: Callable | None = None) -> SweepResult:
+    """Run (or resume) the adaptive search of ``spec`` in ``folder``; returns a SweepResult.
 
     ``say`` prints progress lines, ``show`` a renderable, ``plan_table(cells)`` makes the plan table."""
     run, trace = _start(spec, Path(folder), list(extra), list(hydra_args), say)
@@ -412,11 +415,11 @@ def run_search(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: list
             f"R ∈ {{{', '.join(f'{r:g}' for r in s.conditions)}}}: the {s.design_size} cells above, then up to "
             f"{s.budget - s.design_size} more in rounds of {s.batch}; {len(trace_cells(trace))} proposed so far")
         if dry_run:
-            return 0
+            return SweepResult()
         _add_round(run, trace, design_points(s), "design")
     while True:
-        if (code := _train(run, trace)) is not None:
-            return code
+        if (stopped := _train(run, trace)) is not None:
+            return stopped
         post, summary = assess(run.problem, _observe(run, trace))
         say(f"after round {len(trace['rounds']) - 1}:" + ("" if summary else " too few results for the GP yet"))
         _record_posterior(run, trace, summary)
@@ -427,4 +430,4 @@ def run_search(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: list
             break
         _add_round(run, trace, points, kind)
     say(f"search done: {len(trace_cells(trace))} cells; `dualobj report {folder}` shows the trace")
-    return 0
+    return SweepResult()

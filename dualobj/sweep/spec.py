@@ -9,7 +9,7 @@ A sweep file (``sweeps/*.yaml``)::
       objective.alpha: [0, 1/2, 1]
     cells:                                          # ... times each explicit cell (optional)
       - {data.repetitions: 16, objective.alpha: 63/64}
-    launcher: {name: joblib, jobs: 2}               # basic | joblib | submitit_local | submitit_slurm | conf/hydra/launcher/*
+    launcher: {name: joblib, jobs: 2}     # basic | joblib | submitit_local | submitit_slurm | conf/hydra/launcher/*
     retries: 1                                      # a failed cell is tried 1 + retries times
     throughput: {tiny: 9000}                        # tokens/s per model, for the plan's time estimate
 
@@ -154,7 +154,8 @@ def _grid(p: Path, raw: dict) -> tuple[list[str], dict, list[dict]]:
     keys = [o.split("=", 1)[0] for o in fixed] + [str(k) for k in axes] + [str(k) for c in cells for k in c]
     if bad := sorted({k for k in keys if _unsafe_key(k)}):
         raise ConfigError(f"sweep file {p}: key(s) {bad} may not be set by a sweep file (hydra settings and "
-                          "keys starting with '_'); use the 'launcher' section or hydra.launcher.*= on the command line")
+                          "keys starting with '_'); use the 'launcher' section or hydra.launcher.*= "
+                          "on the command line")
     for k in dict.fromkeys(keys):
         try:
             C.schema_key(k)
@@ -274,7 +275,7 @@ def _whole(p: Path, what: str, x: Any, low: int) -> int:
 
 def _search(p: Path, raw: dict, fixed: list[str], launcher: dict) -> SearchSpec:
     """The ``search:`` block, checked: every problem is one line, before anything trains."""
-    from dualobj.report.tables import default_lower_is_better
+    from dualobj.stats.frame import default_lower_is_better
 
     s = raw["search"]
     _search_checks(p, raw, s, fixed)

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dualobj import config as C
@@ -120,31 +120,46 @@ def _last_loss(rd: RunDir) -> float | None:
     return None
 
 
-def _row(info: RunInfo, cell: dict, now: float) -> dict:
+@dataclass
+class StatusRow:
+    """One run as `dualobj status` shows it (and ``--json`` prints it)."""
+
+    run_id: str
+    path: str
+    model: str | None
+    R: float | None  # data repetitions
+    alpha: float | None
+    seed: int | None
+    state: str  # one of dualobj.run.STATES
+    reason: str | None  # why dead, failed, damaged or interrupted
+    step: int
+    total_steps: int
+    last_loss: float | None  # the newest train/loss in metrics.jsonl
+    heartbeat_age_s: float | None  # seconds since the run last wrote its status
+    attempts: int
+    flops_left: float  # compute still to do, from the sweep plan (0 outside a sweep)
+    est_s_left: float  # time still to go at the plan's throughput
+
+
+def _row(info: RunInfo, cell: dict, now: float) -> StatusRow:
     st, state = info.status, info.state
     total = st.get("total_steps") or cell.get("steps") or 0
     step = total if state == "done" else int(st.get("step", 0))
     frac_left = 0.0 if state == "done" else (1 - step / total if total else 1.0)
-    return {
-        "run_id": info.run_id, "path": str(info.path), "model": info.model, "R": info.repetitions,
-        "alpha": info.alpha, "seed": info.seed, "state": state, "reason": info.reason, "error": info.reason,
-        "step": step, "total_steps": total,
-        "last_loss": _last_loss(RunDir(info.path)) if info.path.is_dir() else None,
-        "heartbeat_age_s": now - st["heartbeat"] if isinstance(st.get("heartbeat"), (int, float)) else None,
-        "attempts": st.get("attempts", 0),
-        "flops_left": frac_left * cell.get("flops", 0.0), "est_s_left": frac_left * cell.get("est_s", 0.0),
-    }
+    return StatusRow(
+        run_id=info.run_id, path=str(info.path), model=info.model, R=info.repetitions, alpha=info.alpha,
+        seed=info.seed, state=state, reason=info.reason, step=step, total_steps=total,
+        last_loss=_last_loss(RunDir(info.path)) if info.path.is_dir() else None,
+        heartbeat_age_s=now - st["heartbeat"] if isinstance(st.get("heartbeat"), (int, float)) else None,
+        attempts=st.get("attempts", 0), flops_left=frac_left * cell.get("flops", 0.0),
+        est_s_left=frac_left * cell.get("est_s", 0.0),
+    )
 
 
-def sweep_rows(folder: str | Path) -> list[dict]:
-    """One dict per run of :func:`folder_runs`, sorted by state (running first, done last), model, R, α, seed.
-
-    Keys: run_id, path, model, R, alpha, seed, state, reason (why dead, failed, damaged or interrupted;
-    ``error`` is the same), step, total_steps, last_loss, heartbeat_age_s, attempts, flops_left, est_s_left.
-    """
+def status_rows(folder: str | Path) -> list[StatusRow]:
+    """One row per run of :func:`folder_runs`, sorted by state (running first, done last), model, R, α, seed."""
     now = time.time()
     rows = [_row(info, cell, now) for info, cell in folder_runs(folder)]
     order = {s: i for i, s in enumerate(STATES)}
-    rows.sort(key=lambda r: (order.get(r["state"], 9), str(r["model"]), r["R"] or 0, r["alpha"] or 0,
-                             r["seed"] or 0, r["run_id"]))
+    rows.sort(key=lambda r: (order.get(r.state, 9), str(r.model), r.R or 0, r.alpha or 0, r.seed or 0, r.run_id))
     return rows

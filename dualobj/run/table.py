@@ -1,12 +1,13 @@
 """Run directories → DataFrames: one row per run (:func:`load_runs`), one row per validation point
 (:func:`load_curves`).
 
-The runs are those of :func:`dualobj.sweep.status.folder_runs`, the same list `dualobj status` shows:
+The runs are those of :func:`dualobj.run.status.folder_runs`, the same list `dualobj status` shows:
 every run directory at or under the path and the cells a sweep.json plans that have not started
 (pending). A run's state and reason come from :func:`dualobj.run.run_info` (the one place that decides
 them), its model, R, α and seed from its own config.yaml (a pending cell's from sweep.json; summary.json
-values only fill gaps), and its metrics from summary.json when, and only when, the run is done. Only plain files are read; a missing or damaged file
-never raises: the run is listed with its state (``damaged`` and the reason in ``note``) and NaN metrics.
+values only fill gaps), and its metrics from summary.json when, and only when, the run is done. Only plain
+files are read; a missing or damaged file never raises: the run is listed with its state (``damaged`` and
+the reason in ``note``) and NaN metrics.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from dualobj.budget import ar_share
-from dualobj.errors import DualObjError
 from dualobj.fmt import format_alpha
 from dualobj.run import RunInfo
-from dualobj.sweep.status import folder_runs
+from dualobj.run.status import folder_runs
 
 META_COLUMNS = ["run_id", "path", "state", "model", "alpha", "repetitions", "seed", "tokens"]
 STATUS_COLUMNS = ["step", "total_steps", "attempts", "heartbeat", "error", "note"]
@@ -67,7 +67,7 @@ def _variant(model, objective: dict) -> str | None:
 
 
 def _run_record(info: RunInfo) -> dict:
-    """One row of :func:`load_runs` for a run of :func:`dualobj.sweep.status.folder_runs`; never raises on
+    """One row of :func:`load_runs` for a run of :func:`dualobj.run.status.folder_runs`; never raises on
     damaged files."""
     s, st = info.summary() or {}, info.status
     alpha = _as_float(_first(info.alpha, _number(s.get("alpha"))))
@@ -189,17 +189,3 @@ def load_sweep(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`load_runs` and :func:`load_curves` of ``path`` from a single scan of its run directories."""
     scanned = _scan(path)
     return _runs_frame([rec for _, rec in scanned]), _curves_frame(scanned)
-
-
-# ----------------------------------------------------------------------------- picking one model size
-def select_model(df: pd.DataFrame, model: str | None) -> tuple[pd.DataFrame, str | None]:
-    """The rows of ``model`` in a runs or curves frame, and the model's name. With ``model=None`` the
-    frame must hold a single model size (else :class:`DualObjError`), whose name is returned."""
-    if "model" not in df or df.empty:
-        return df, model
-    if model is not None:
-        return df[df["model"] == model], model
-    models = sorted({m for m in df["model"] if isinstance(m, str)})
-    if len(models) > 1:
-        raise DualObjError(f"runs of several model sizes ({', '.join(models)}); pass model=NAME")
-    return df, (models[0] if models else None)

@@ -1,0 +1,363 @@
+"""The eager gap: dualobj's training step against a plain causal GPT of the same shape, and where it goes.
+
+    python bench/eager_gap.py [--model small] [--rounds N] [--no-write]
+
+The reference is a plain causal-attention GPT written below (about 60 lines): the same shape and the same
+architecture family as dualobj's model (RMSNorm, RoPE rotate-half, SwiGLU, separate q/k/v, untied head, no
+biases), but ``F.scaled_dot_product_attention(is_causal=True)``, no document mask, plain ``F.cross_entropy``,
+fused AdamW, no clipping. Its batch is the same 32 windows of the same stream as dualobj's step. dualobj's
+side is the real ``Trainer.train_step`` at objective.alpha=1/2 (half the rows AR, half MD), fp32. Both
+are timed round-robin in one process, eager and with ``train.compile=true`` (the reference compiled
+like nanoGPT: model and loss in one ``torch.compile``).
+
+Then each part of the step that differs is timed on its own, again round-robin, at the model's shape and
+summed over the layers of one step: building the attention mask, the attention kernel (forward +
+backward) with the mask dualobj uses against ``is_causal=True``, RoPE, the norms, the loss tail, the data
+and masking, gradient clipping; and a torch.profiler table of self CPU time by kind of op.
+Results go to bench/RESULTS.md, one section per CPU capability (AVX2 and AVX-512 hosts differ).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, md_table  # noqa: E402
+from results import write_section  # noqa: E402
+
+from dualobj import config  # noqa: E402
+from dualobj.model import attention_mask, document_ids  # noqa: E402
+from dualobj.objective import Draws, ar_rows_from_prefix  # noqa: E402
+from dualobj.runtime import cpu_capability  # noqa: E402
+from dualobj.train import Trainer, step_generator  # noqa: E402
+
+RESULTS = Path(__file__).parent / "RESULTS.md"
+BATCH = 32
+
+
+# ----------------------------------------------------------------------------- the reference
+def rotate_half_rope(x, cos, sin):
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class RefBlock(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        d, self.h = m.d_model, m.n_heads
+        self.n1, self.n2 = nn.RMSNorm(d, eps=m.norm_eps), nn.RMSNorm(d, eps=m.norm_eps)
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d, bias=False) for _ in range(4))
+        self.gate, self.up = nn.Linear(d, m.d_ff, bias=False), nn.Linear(d, m.d_ff, bias=False)
+        self.down = nn.Linear(m.d_ff, d, bias=False)
+
+    def forward(self, x, cos, sin):
+        b, t, d = x.shape
+        h = self.n1(x)
+        q, k, v = (lin(h).view(b, t, self.h, -1).transpose(1, 2) for lin in (self.q, self.k, self.v))
+        y = F.scaled_dot_product_attention(rotate_half_rope(q, cos, sin), rotate_half_rope(k, cos, sin), v,
+                                           is_causal=True)
+        x = x + self.o(y.transpose(1, 2).reshape(b, t, d))
+        h = self.n2(x)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class RefGPT(nn.Module):
+    """A plain causal GPT of dualobj's shape: forward(idx, targets) -> mean cross-entropy."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.emb = nn.Embedding(m.vocab_size, m.d_model)
+        self.blocks = nn.ModuleList(RefBlock(m) for _ in range(m.n_layers))
+        self.norm = nn.RMSNorm(m.d_model, eps=m.norm_eps)
+        self.head = nn.Linear(m.d_model, m.vocab_size, bias=False)
+        hd = m.d_model // m.n_heads
+        inv = 1.0 / m.rope_theta ** (torch.arange(0, hd, 2).float() / hd)
+        ang = torch.outer(torch.arange(m.seq_len).float(), inv).repeat(1, 2)
+        self.register_buffer("cos", ang.cos(), persistent=False)
+        self.register_buffer("sin", ang.sin(), persistent=False)
+        for p in self.parameters():
+            if p.dim() == 2:
+                nn.init.normal_(p, std=0.02)
+
+    def forward(self, idx, targets):
+        t = idx.shape[1]
+        x = self.emb(idx)
+        for blk in self.blocks:
+            x = blk(x, self.cos[:t], self.sin[:t])
+        logits = self.head(self.norm(x))
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+# ----------------------------------------------------------------------------- the two steps
+def tool_trainer(model: str, compile: bool, extra: list[str]) -> Trainer:
+    cfg = config.load([f"model={model}", "objective.alpha=0.5", "train.precision=fp32", f"train.compile={compile}",
+                       f"train.batch_size={BATCH}", "train.tokens=100000000", "data.repetitions=100",
+                       "train.progress=false", *extra])
+    tr = Trainer(cfg, out="/tmp/dualobj-bench-unused")
+    tr.setup()
+    return tr
+
+
+def tool_step(tr: Trainer):
+    """dualobj's optimizer step: data, masking, the dual loss, backward, clipping, optimizer."""
+    steps = iter(range(10**6))
+    return lambda: tr.train_step(next(steps))
+
+
+def ref_step(tr: Trainer, compile: bool):
+    """The reference's step on the same windows of the same stream: forward + cross-entropy, backward, AdamW."""
+    torch.manual_seed(0)
+    ref = RefGPT(tr.cfg.model)
+    opt = torch.optim.AdamW(ref.parameters(), lr=1e-4, fused=True)
+    fwd = torch.compile(ref) if compile else ref
+    b, steps = tr.cfg.train.batch_size, iter(range(10**6))
+
+    def step():
+        s = next(steps)
+        w = torch.from_numpy(tr.stream.get(np.arange(s * b, (s + 1) * b)))
+        fwd(w[:, :-1], w[:, 1:]).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, ref
+
+
+def interleaved(fns: dict, rounds: int, warmup: int) -> dict:
+    """Median seconds per call of each function, timed round-robin (one call of each per round)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+# ----------------------------------------------------------------------------- the parts, in isolation
+def fwd_bwd(fn, *leaves):
+    """A function running ``fn(*leaves)`` forward and backward (a random upstream gradient)."""
+    out = fn(*leaves)
+    g = torch.randn_like(out) if out.dim() else None
+
+    def call():
+        for x in leaves:
+            x.grad = None
+        fn(*leaves).backward(g)
+
+    return call
+
+
+def parts(tr: Trainer, ref: RefGPT) -> dict:
+    """{part: (tool fn, reference fn or None, calls per step)}: each part of a step, as the tool does it
+    and as the reference does it, at the model's shape."""
+    m, model, obj = tr.cfg.model, tr.model, tr.objective
+    b, t, hd, h = BATCH, m.seq_len, m.d_model // m.n_heads, m.n_heads
+    n_ar = ar_rows_from_prefix(tr.budget.alpha_sum, 0, b)
+    window = torch.from_numpy(tr.stream.get(np.arange(b)))
+    x = window[:, :-1]
+    doc = document_ids(x, obj.bos_id)
+    causal = torch.arange(b) < n_ar
+    mask = model.layer_mask(x, causal, doc)  # what every layer gets (additive, built once per forward)
+    bool_mask = attention_mask(t, causal, doc, "cpu")  # the boolean form, which sdpa converts in every call
+    # every row causal, no documents, the same additive form: the mask a plain GPT would pass if it passed one
+    causal_rows = model.layer_mask(x, torch.ones(b, dtype=torch.bool))
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(b, t, h, hd, generator=gen).transpose(1, 2).requires_grad_() for _ in range(3))
+    hidden = torch.randn(b, t, m.d_model, generator=gen, requires_grad=True)
+    logits = torch.randn(b, t, m.vocab_size, generator=gen, requires_grad=True)
+    norm, rope = model.layers[0].attn_norm, model.rope
+    draws = Draws.sample(b, t, step_generator(0, 0))
+    weights = obj.inputs(window, n_ar, draws)[1]
+    n_norms, L = 2 * m.n_layers + 1, m.n_layers
+    sdpa = F.scaled_dot_product_attention
+
+    def tool_loss(lg):
+        ce, lse = obj.token_losses(lg, window[:, 1:])
+        return ((ce * weights).sum(1).sum() + obj.cfg.z_loss * (lse.pow(2) * weights).sum(1).sum()) / (b * t)
+
+    def tool_data():
+        w = torch.from_numpy(tr.stream.get(np.arange(b)))
+        d = Draws.sample(b, t, step_generator(0, 0))
+        obj.inputs(w, n_ar, d)
+        document_ids(w[:, :-1], obj.bos_id)
+
+    model.zero_grad(set_to_none=True)
+    tr.objective.loss(model, window, n_ar, draws=draws, denom_rows=b).loss.backward()  # grads to clip
+    return {
+        "attention mask (per forward)": (lambda: model.layer_mask(x, causal, document_ids(x, obj.bos_id)), None, 1),
+        "attention kernel, fwd+bwd": (fwd_bwd(lambda q, k, v: sdpa(q, k, v, attn_mask=mask), q, k, v),
+                                      fwd_bwd(lambda q, k, v: sdpa(q, k, v, is_causal=True), q, k, v), L),
+        "RoPE on q and k, fwd+bwd": (fwd_bwd(lambda q, k: rope(q) + rope(k), q, k),
+                                     fwd_bwd(lambda q, k: rotate_half_rope(q, ref.cos, ref.sin)
+                                             + rotate_half_rope(k, ref.cos, ref.sin), q, k), L),
+        "RMSNorm, fwd+bwd": (fwd_bwd(norm, hidden), fwd_bwd(ref.norm, hidden), n_norms),
+        "loss tail (CE, z-loss, weights), fwd+bwd": (fwd_bwd(tool_loss, logits),
+                                                     fwd_bwd(lambda lg: F.cross_entropy(
+                                                         lg.flatten(0, 1), window[:, 1:].flatten()), logits), 1),
+        "data, MD masking, document ids": (tool_data, lambda: torch.from_numpy(tr.stream.get(np.arange(b))), 1),
+        "gradient clipping": (lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), tr.cfg.train.grad_clip),
+                              None, 1),
+        # the kernel with other masks: what is inherent to a mixed batch, and what the boolean form cost
+        "kernel: per-row causal mask, no documents": (fwd_bwd(lambda q, k, v: sdpa(q, k, v, attn_mask=causal_rows),
+                                                              q, k, v), None, L),
+        "kernel: no mask (all rows bidirectional)": (fwd_bwd(lambda q, k, v: sdpa(q, k, v), q, k, v), None, L),
+        "kernel: dualobj's mask in boolean form": (fwd_bwd(lambda q, k, v: sdpa(q, k, v, attn_mask=bool_mask),
+                                                           q, k, v), None, L),
+    }
+
+
+def time_parts(ps: dict, rounds: int) -> dict:
+    fns = {}
+    for name, (tool, reference, _) in ps.items():
+        fns[name, "tool"] = tool
+        if reference is not None:
+            fns[name, "ref"] = reference
+    sec = interleaved(fns, rounds, warmup=1)
+    return {name: (sec[name, "tool"] * n, sec[name, "ref"] * n if (name, "ref") in sec else 0.0)
+            for name, (_, _, n) in ps.items()}
+
+
+# ----------------------------------------------------------------------------- the profile
+CATEGORIES = [
+    ("matmul", ("mm", "addmm", "bmm", "matmul", "linear")),
+    ("attention kernel", ("scaled_dot_product", "flash_attention")),
+    ("softmax / CE over the vocabulary", ("log_softmax", "exp", "nll_loss", "gather", "scatter", "cross_entropy")),
+    ("elementwise (mul, add, neg, cat, silu, pow, ...)", ("mul", "add", "neg", "cat", "silu", "pow", "rsqrt", "mean",
+                                                         "sum", "div", "where", "sub", "masked_fill", "eq", "le",
+                                                         "bitwise", "logical", "fill", "zero")),
+    ("copies and layout", ("copy", "clone", "contiguous", "to", "index", "embedding", "empty")),
+    ("optimizer", ("adam", "fused_adam")),
+    ("gradient norm (clipping)", ("linalg_vector_norm", "foreach_norm", "foreach_mul", "clamp", "stack")),
+]
+
+
+def category(op: str) -> str:
+    name = op.split("::")[-1].lstrip("_")
+    for cat, keys in CATEGORIES:
+        if any(name.startswith(k) for k in keys):
+            return cat
+    return "other"
+
+
+def profile(fns: dict, steps: int = 2) -> dict:
+    """{label: {category: self CPU seconds per step}} for each step function."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    out = {}
+    for label, fn in fns.items():
+        with torch_profile(activities=[ProfilerActivity.CPU]) as p:
+            for _ in range(steps):
+                fn()
+        cats: dict[str, float] = {}
+        for e in p.key_averages():
+            if e.key.startswith("aten::") or e.key.startswith("mkldnn") or e.key.startswith("torch::"):
+                c = category(e.key)
+                cats[c] = cats.get(c, 0.0) + e.self_cpu_time_total / 1e6 / steps
+        cats["total"] = sum(e.self_cpu_time_total for e in p.key_averages()) / 1e6 / steps
+        out[label] = cats
+    return out
+
+
+# ----------------------------------------------------------------------------- the report
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(model: str = "small", rounds: int = 5, part_rounds: int = 7, extra: list[str] | None = None,
+        with_compile: bool = True, with_profile: bool = True) -> tuple[str, dict]:
+    extra = extra or []
+    t_start = time.perf_counter()
+    trainers = {c: tool_trainer(model, c, extra) for c in ((False, True) if with_compile else (False,))}
+    fns, refs = {}, {}
+    for c, tr in trainers.items():
+        fns["dualobj", c] = tool_step(tr)
+        fns["reference", c], refs[c] = ref_step(tr, c)
+    tr = trainers[False]
+    tokens = BATCH * tr.cfg.model.seq_len
+    sec = interleaved(fns, rounds, warmup=2)
+    tps = {k: tokens / s for k, s in sec.items()}
+    ps = time_parts(parts(tr, refs[False]), part_rounds)
+    prof = profile({"dualobj": fns["dualobj", False], "reference": fns["reference", False]}) if with_profile else {}
+    data = {"tokens_per_s": {f"{who} {'compiled' if c else 'eager'}": v for (who, c), v in tps.items()},
+            "seconds": {f"{who} {'compiled' if c else 'eager'}": v for (who, c), v in sec.items()},
+            "parts": ps, "profile": prof, "peak_rss_mib": peak_rss_mib(),
+            "wall_s": time.perf_counter() - t_start}
+    return report(model, tr, data, rounds, part_rounds), data
+
+
+def report(model: str, tr: Trainer, data: dict, rounds: int, part_rounds: int) -> str:
+    m, tps, sec = tr.cfg.model, data["tokens_per_s"], data["seconds"]
+    kinds = [k for k in ("eager", "compiled") if f"dualobj {k}" in tps]
+    rows = [[k, f"{tps[f'dualobj {k}']:,.0f}", f"{tps[f'reference {k}']:,.0f}",
+             f"{tps[f'dualobj {k}'] / tps[f'reference {k}']:.3f}x",
+             f"{tps[f'dualobj {k}'] / tps['reference eager']:.3f}x"] for k in kinds]
+    steps = md_table(["mode", "dualobj tok/s (α=1/2)", "reference tok/s", "dualobj / reference (same mode)",
+                      "dualobj / eager reference"], rows)
+    gap = sec["dualobj eager"] - sec["reference eager"]
+    prows = []
+    for name, (tool, ref) in data["parts"].items():
+        inherent = name.startswith("kernel:")
+        prows.append([name, f"{tool * 1e3:.1f}", "-" if inherent else f"{ref * 1e3:.1f}",
+                      "-" if inherent else f"{(tool - ref) * 1e3:+.1f}",
+                      "-" if inherent else f"{(tool - ref) / sec['reference eager']:+.1%}"])
+    part_table = md_table(["part (ms per step, summed over layers)", "dualobj", "reference", "difference",
+                           "of the reference step"], prows)
+    out = [f"{time.strftime('%Y-%m-%d')}, {machine()}; peak RSS {data['peak_rss_mib']:,.0f} MiB, "
+           f"{data['wall_s']:.0f} s in all",
+           "",
+           f"## The eager gap: `{model}` (d={m.d_model}, L={m.n_layers}, H={m.n_heads}, d_ff={m.d_ff}, "
+           f"V={m.vocab_size}, T={m.seq_len}), batch {BATCH}, fp32, α=1/2",
+           "",
+           f"`python bench/eager_gap.py --model {model} --rounds {rounds}`: medians of {rounds} round-robin "
+           f"steps. Step time: dualobj eager {sec['dualobj eager'] * 1e3:,.0f} ms, reference eager "
+           f"{sec['reference eager'] * 1e3:,.0f} ms (difference {gap * 1e3:+,.0f} ms, "
+           f"{gap / sec['reference eager']:+.1%}).",
+           "",
+           steps,
+           "",
+           f"Where the eager difference goes (each part alone, {part_rounds} round-robin rounds, one step's worth):",
+           "",
+           part_table]
+    if data["profile"]:
+        cats = sorted({c for p in data["profile"].values() for c in p} - {"total"})
+        crow = [[c, *(f"{data['profile'][w].get(c, 0.0) * 1e3:,.0f}" for w in ("dualobj", "reference"))]
+                for c in cats]
+        crow.append(["all ops", *(f"{data['profile'][w]['total'] * 1e3:,.0f}" for w in ("dualobj", "reference"))])
+        out += ["", "torch.profiler, self CPU ms per eager step by kind of op (profiler overhead included):", "",
+                md_table(["kind of op", "dualobj", "reference"], crow)]
+    return "\n".join(out)
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="small")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--part-rounds", type=int, default=7)
+    ap.add_argument("--no-compile", action="store_true", help="eager only")
+    ap.add_argument("--no-write", action="store_true", help="print, do not write bench/RESULTS.md")
+    ap.add_argument("--results", default=str(RESULTS))
+    ap.add_argument("overrides", nargs="*", help="extra config overrides (e.g. a micro shape for tests)")
+    a = ap.parse_args(argv)
+    body, _ = run(a.model, a.rounds, a.part_rounds, a.overrides, with_compile=not a.no_compile)
+    print(body, flush=True)
+    if not a.no_write:
+        write_section(Path(a.results), f"bench/eager_gap.py: {cpu_capability()}", body)
+    return body
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""What the command line shows: rich tables and text for the config, scores, sweep plans and run status.
+Pure presentation: each function turns data into something to print and prints nothing itself."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dualobj.fmt import format_alpha, hms, si
+
+if TYPE_CHECKING:
+    from dualobj.run.status import StatusRow
+
+
+def yaml_value(v) -> str:
+    """A value as YAML flow text: null, true, 1.0e-06, [0.9, 0.95], '~' quoted where YAML needs it."""
+    import yaml
+
+    return yaml.safe_dump(v, default_flow_style=True, width=10**9, allow_unicode=True).removesuffix("...\n").strip()
+
+
+def config_lines(cfg, base=None) -> list[str]:
+    """The config as commented YAML lines; with ``base``, only the fields that differ from it."""
+    from dataclasses import fields, is_dataclass
+
+    from dualobj import config
+
+    lines = []
+    for section in fields(cfg):
+        value = getattr(cfg, section.name)
+        if is_dataclass(value):
+            docs, default = config.field_docs(type(value)), getattr(base, section.name, None)
+            rows = [(f.name, getattr(value, f.name), getattr(default, f.name, None)) for f in fields(value)]
+            rows = [r for r in rows if base is None or r[1] != r[2]]
+            lines += [f"{section.name}:"] * bool(rows)
+            lines += [config_line(f"  {n}", v, docs.get(n, ""), d, base is not None) for n, v, d in rows]
+        elif base is None or value != getattr(base, section.name):
+            doc = config.field_docs(type(cfg)).get(section.name, "")
+            lines.append(config_line(section.name, value, doc, getattr(base, section.name, None), base is not None))
+    return lines
+
+
+def config_line(name: str, value, doc: str, default, show_default: bool) -> str:
+    text = f"{name}: {yaml_value(value)}"
+    note = f"default {yaml_value(default)}; {doc}" if show_default else doc
+    return f"{text:<36} # {note}" if note else text
+
+
+def scores_table(headline: dict):
+    """Scores per task and mode with their standard errors and item counts; * = within 2 SE of chance."""
+    from rich.table import Table
+
+    keys = [k for k in headline if k.startswith("eval/") and not k.startswith(("eval/val/", "eval/task_set"))]
+    modes = sorted({k.rsplit("/", 1)[1] for k in keys})
+    tasks = sorted({k.split("/")[1] for k in keys}, key=lambda t: (t == "avg", t))
+    title = "chance-normalised scores ± standard error (0 = chance, 100 = perfect; * = within 2 SE of chance)"
+    if "eval/task_set" in headline:
+        title += f"; avg = task set {headline['eval/task_set']}"
+    table = Table(title=title)
+    table.add_column("task")
+    table.add_column("n", justify="right")
+    for m in modes:
+        table.add_column(m, justify="right")
+
+    def cell(t: str, m: str) -> str:
+        v, se = headline.get(f"eval/{t}/{m}"), headline.get(f"eval_se/{t}/{m}")
+        if v is None:
+            return "-"
+        if se is None:
+            return f"{v:.1f}"
+        return f"{v:.1f} ± {se:.1f}" + ("*" if abs(v) <= 2 * se else "")
+
+    for t in tasks:
+        table.add_row(t, str(headline.get(f"eval_n/{t}", "")), *(cell(t, m) for m in modes))
+    return table
+
+
+def plan_table(name: str, folder: Path, cells: list):
+    """The sweep plan as a table: one row per valid cell, then the totals."""
+    from rich.table import Table
+
+    table = Table(title=f"sweep {name}: {len(cells)} cells -> {folder}", show_lines=False)
+    for col in ("run id", "model", "params", "R", "α", "seed", "tokens", "unique", "epochs", "AR-epochs", "steps",
+                "FLOPs", "est. time", "state"):
+        table.add_column(col, justify="right")
+    good = [c for c in cells if c.cfg is not None and not c.error]
+    for c in good:
+        m = c.semantic
+        table.add_row(c.run_id, m["model"], si(c.params), str(m["R"]), format_alpha(m["alpha"]), str(m["seed"]),
+                      si(m["tokens"]), si(m["unique_tokens"]), f"{m['epochs']:g}", f"{m['ar_epochs']:.3g}",
+                      f"{c.steps:,}", f"{c.flops:.2e}", hms(c.est_s), c.state)
+    done = sum(c.state == "done" for c in good)
+    table.add_section()
+    table.add_row("total", "", "", "", "", "", si(sum(c.semantic["tokens"] for c in good)), "", "", "",
+                  f"{sum(c.steps for c in good):,}", f"{sum(c.flops for c in good):.2e}",
+                  hms(sum(c.est_s for c in good)), f"{done} done")
+    return table
+
+
+def status_view(folder: Path, rows: list[StatusRow]):
+    """The status table, the counts line (the report's status line) and the reasons, as one renderable."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from dualobj.run.status import counts_line
+
+    table = Table(title=f"{folder}")
+    for col in ("run id", "model", "R", "α", "seed", "state", "step", "last loss", "heartbeat", "attempts", "left"):
+        table.add_column(col, justify="right")
+    colour = {"done": "green", "running": "cyan", "failed": "red", "dead": "yellow", "damaged": "red"}
+    for r in rows:
+        st = r.state
+        table.add_row(r.run_id, str(r.model or "-"), str(r.R or "-"), format_alpha(r.alpha), str(r.seed),
+                      f"[{colour.get(st, 'white')}]{st}[/]", f"{r.step}/{r.total_steps or '?'}",
+                      f"{r.last_loss:.4f}" if r.last_loss is not None else "-",
+                      hms(r.heartbeat_age_s) + " ago" if r.heartbeat_age_s is not None else "-",
+                      str(r.attempts), hms(r.est_s_left) if st != "done" else "")
+    left = sum(r.flops_left for r in rows)
+    lines = [counts_line(r.state for r in rows) + f"; compute left {left:.2e} FLOPs"
+             + f" (~{hms(sum(r.est_s_left for r in rows))})"]
+    lines += [f"  {r.run_id} ({r.state}): {r.reason}" for r in rows if r.reason and r.state != "done"]
+    return Group(table, *(Text(line) for line in lines))  # plain text: a reason may hold [brackets]
+
+
+def status_json(folder: Path, rows: list[StatusRow]) -> str:
+    """One JSON object: path, counts per state, all_done, compute left, and the runs (NaN as null)."""
+    import json
+    import math
+
+    from dualobj.run.status import state_counts
+
+    def clean(v):
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return json.dumps({
+        "path": str(folder), "counts": state_counts(r.state for r in rows),
+        "all_done": all(r.state == "done" for r in rows), "flops_left": sum(r.flops_left for r in rows),
+        "est_s_left": sum(r.est_s_left for r in rows),
+        "runs": [{k: clean(v) for k, v in asdict(r).items()} for r in rows],
+    })

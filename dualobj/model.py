@@ -4,19 +4,23 @@ RMSNorm, RoPE, SwiGLU, no biases, untied output head. ``forward(idx, causal, doc
 objectives see: AR and masked diffusion differ only in the attention mask (``causal`` may be one
 bool or one bool per sequence) and in the input the objective builds. Packed documents never
 attend to each other. No loss or masking logic lives here.
+
+This file is also the exported model (``dualobj export`` copies it, less the config import below, next to
+a thin transformers wrapper), so it imports nothing of dualobj at run time.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dualobj.config import ModelConfig
+if TYPE_CHECKING:
+    from dualobj.config import ModelConfig
 
 
 def _trunc_normal_(w: torch.Tensor, std: float) -> None:

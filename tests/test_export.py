@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from dualobj import config
-from dualobj.interop.export import MODELING
+from dualobj.interop.export import CONFIG_IMPORT, MODEL_SOURCE, MODELING
 from dualobj.train import train
 
-FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "modeling_dualobj.py"}
+FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "modeling_dualobj.py",
+         "dualobj_model.py"}
 TEXTS = ["The river flows into the sea.", "He was born in a small town <s> and <mask> moved.", "é ü 東京", ""]
 
 
@@ -78,6 +79,9 @@ def test_the_folder_holds_what_transformers_needs_and_where_it_came_from(run, ex
     status = json.loads((run / "status.json").read_text())
     assert cfg["dualobj"]["run_id"] == status["run_id"] and cfg["dualobj"]["checkpoint_step"] == status["step"]
     assert (exported / "modeling_dualobj.py").read_bytes() == MODELING.read_bytes()
+    # one definition of the network: the exported model is dualobj's model.py, less its one dualobj import
+    copy, source = (exported / "dualobj_model.py").read_text(), MODEL_SOURCE.read_text()
+    assert copy != source and copy == source.replace(CONFIG_IMPORT, "")
 
 
 @pytest.mark.parametrize("mode", ["ar", "md", "prefix"])
@@ -134,10 +138,13 @@ def test_generate_is_greedy_ar_decoding(loaded):
 
 
 def test_the_export_runs_without_dualobj(exported):
-    tree = ast.parse(MODELING.read_text())
-    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert imported <= {"__future__", "torch", "transformers"}
+    imported = set()
+    for name in ("modeling_dualobj.py", "dualobj_model.py"):
+        tree = ast.parse((exported / name).read_text())
+        imported |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree)
+                     if isinstance(n, ast.ImportFrom) and not n.level}
+    assert imported <= {"__future__", "math", "sys", "types", "typing", "torch", "transformers"}, imported
     code = ("import sys, torch; from transformers import AutoModelForCausalLM as A; "
             f"m = A.from_pretrained({str(exported)!r}, trust_remote_code=True); "
             "m(torch.tensor([[1, 40, 41]]), bidirectional=True); "
@@ -159,3 +166,27 @@ def test_bad_input_is_one_line_and_exit_2(run, exported, tmp_path):
     assert res.returncode == 2 and res.stderr.count("\n") == 1
     assert f"error: run {unfinished} is interrupted, not done; finish it first" in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_with_non_default_hyper_parameters_exports_exactly(tmp_path, cache_dir):
+    """The classifier head, another RoPE base and another width: transformers' logits are dualobj's in AR, MD
+    and prefix mode, so a model change cannot reach one and not the other (there is one model source)."""
+    from conftest import MICRO
+    from transformers import AutoModelForCausalLM
+
+    from dualobj.evaluate.evaluator import Evaluator
+
+    out = tmp_path / "run"
+    train(config.load([*MICRO, f"data.cache_dir={cache_dir}", "train.tokens=2048", "model.head=classifier",
+                       "model.rope_theta=500", "model.d_ff=96", f"out={out}"]))
+    res = cli("export", str(out), "--to", str(tmp_path / "hf"))
+    assert res.returncode == 0, res.stderr
+    ev = Evaluator(out)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", trust_remote_code=True).eval()
+    assert (model.config.head, model.config.rope_theta, model.config.intermediate_size) == ("classifier", 500, 96)
+    x, plen = rows(ev), torch.tensor([3, 11, 32])
+    for causal, prefix in ((True, None), (False, None), (True, plen)):
+        with torch.no_grad():
+            want = ev.model(x, causal, None, prefix)
+            got = model(x, bidirectional=not causal, prefix_len=prefix).logits
+        assert (got - want).abs().max().item() < 1e-5, (causal, prefix)

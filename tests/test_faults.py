@@ -146,7 +146,7 @@ def test_a_sweep_killed_again_and_again_finishes_every_cell_once(cache_dir, tmp_
     for r in rows:  # no cell trained twice: every step logged once, in order
         steps = [json.loads(line)["step"] for line in (out / r.run_id / "metrics.jsonl").read_text().splitlines()]
         assert steps == sorted(set(steps)) and steps[-1] == 16
-    assert max(r["attempts"] for r in rows) >= 2  # the status history shows the interrupted attempts
+    assert max(r.attempts for r in rows) >= 2  # the status history shows the interrupted attempts
 
 
 @pytest.mark.slow

@@ -125,7 +125,8 @@ class Evaluator:
         results = {}
         for mode in self.e.modes:
             t0 = time.perf_counter()
-            flat = self.scorer.score(pairs, mode, self.e.md_estimator, self.e.md_samples, self.e.seed)
+            flat = self.scorer.score(pairs, mode, self.e.md_estimator, self.e.md_samples, self.e.seed,
+                                     greedy=task.exact_match)
             elapsed = time.perf_counter() - t0
             per_item, k = [], 0
             for it in items:

@@ -115,16 +115,17 @@ class Scorer:
 
     # ----------------------------------------------------------------- modes
     def score(self, pairs: list[tuple[str, str]], mode: str = "ar", estimator: str = "mc", samples: int = 8,
-              seed: int = 0) -> list[Score]:
-        """Score (context, continuation) pairs; returns one Score per pair, in order."""
+              seed: int = 0, greedy: bool = True) -> list[Score]:
+        """Score (context, continuation) pairs; returns one Score per pair, in order. ``greedy=False``: MD mode
+        leaves Score.greedy None instead of running the extra all-masked pass that decides it."""
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {MODES}")
         enc = [self.encode(c, x) for c, x in pairs]
         if mode in ("ar", "prefix"):
             return self._exact(enc, prefix=mode == "prefix")
         if estimator == "pll":
-            return self._pll(enc)
-        return self._mc(enc, samples, seed)
+            return self._pll(enc, greedy)
+        return self._mc(enc, samples, seed, greedy)
 
     def _exact(self, enc, prefix: bool) -> list[Score]:
         out: list[Score | None] = [None] * len(enc)
@@ -167,7 +168,7 @@ class Scorer:
         return [bool((r.argmax == torch.tensor(enc[i][1])).all())
                 for (i, _), r in zip(jobs, self._run_masked(enc, jobs), strict=True)]
 
-    def _mc(self, enc, samples: int, seed: int) -> list[Score]:
+    def _mc(self, enc, samples: int, seed: int, want_greedy: bool = True) -> list[Score]:
         g = torch.Generator().manual_seed(seed)
         jobs, weights = [], []
         for i, (_, cont) in enumerate(enc):
@@ -180,7 +181,7 @@ class Scorer:
                 jobs.append((i, m))
                 weights.append(n / k)
         reads = self._run_masked(enc, jobs)
-        greedy = self._greedy_md(enc)
+        greedy = self._greedy_md(enc) if want_greedy else [None] * len(enc)
         per_item: list[list[float]] = [[] for _ in enc]
         for (i, m), w, r in zip(jobs, weights, reads, strict=True):
             per_item[i].append(float(r.logprob[torch.tensor(m)].sum()) * w)
@@ -191,10 +192,10 @@ class Scorer:
             out.append(Score(float(v.mean()), len(enc[i][1]), greedy[i], se))
         return out
 
-    def _pll(self, enc) -> list[Score]:
+    def _pll(self, enc, want_greedy: bool = True) -> list[Score]:
         jobs = [(i, [j == k for j in range(len(cont))]) for i, (_, cont) in enumerate(enc) for k in range(len(cont))]
         total = [0.0] * len(enc)
         for (i, m), r in zip(jobs, self._run_masked(enc, jobs), strict=True):
             total[i] += float(r.logprob[m.index(True)])
-        greedy = self._greedy_md(enc)
+        greedy = self._greedy_md(enc) if want_greedy else [None] * len(enc)
         return [Score(total[i], len(enc[i][1]), greedy[i]) for i in range(len(enc))]

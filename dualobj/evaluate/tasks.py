@@ -85,6 +85,7 @@ class Task:
     kind: str  # "pairs" | "choice" | "cloze" | "partial"
     prompt: str = ""  # how requests are built (for the recipe)
     scoring: str = ""  # how the answers become accuracies (for the recipe)
+    exact_match = False  # its accuracy needs Score.greedy (in MD mode, one more forward pass per request)
 
     def __init__(self, name: str, all_items: list[Item], source: dict[str, Any], chance: float | None = None):
         if not all_items:
@@ -226,6 +227,7 @@ class ClozeTask(Task):
     """Cloze: the continuation must be the model's greedy (argmax) prediction, token by token."""
 
     kind = "cloze"
+    exact_match = True
     prompt = 'Request(context, " " + continuation): context right-stripped, continuation stripped'
     scoring = ("acc = fraction of items whose every continuation token is the argmax (greedy exact match); "
                "logprob = mean summed logprob per item (nats); ppl = exp(-sum logprob / sum tokens); "

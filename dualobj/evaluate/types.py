@@ -33,5 +33,5 @@ class Score:
 
     logprob: float  # summed log-likelihood of the continuation tokens (nats); MD: its estimate (see scoring)
     n_tokens: int  # number of continuation tokens
-    greedy: bool  # every continuation token is the model's argmax (exact-match decoding)
+    greedy: bool | None  # every continuation token is the model's argmax (None: not asked for, MD mode)
     se: float = 0.0  # standard error of an MC estimate (0 for exact modes and PLL)

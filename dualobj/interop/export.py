@@ -2,10 +2,11 @@
 
 The folder holds ``config.json`` (the shape, ``auto_map`` to the modeling file, the ``<mask>`` id and the run's
 provenance under ``dualobj``), ``model.safetensors`` (the newest intact checkpoint, fp32, under the same
-parameter names as ``dualobj.model``), ``tokenizer.json`` + ``tokenizer_config.json`` (the run's tokenizer; it
-prepends ``<s>`` as every training document starts with it, and reads a typed "<s>" as text, as the scorer
-does) and ``modeling_dualobj.py`` (a plain-torch reimplementation of the forward pass that never imports
-dualobj). ``AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)`` loads it in AR mode;
+parameter names as ``dualobj.model`` under ``model.``), ``tokenizer.json`` + ``tokenizer_config.json`` (the run's
+tokenizer; it prepends ``<s>`` as every training document starts with it, and reads a typed "<s>" as text, as
+the scorer does), ``dualobj_model.py`` (dualobj's own ``model.py``, written without its one dualobj import, so
+there is one definition of the network) and ``modeling_dualobj.py`` (a thin transformers wrapper around it).
+``AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)`` loads it in AR mode;
 ``model(ids, bidirectional=True)`` is MD mode (see that file's doc).
 
 The folder is built under a temporary name beside DIR and renamed into place when complete, so DIR is
@@ -24,6 +25,10 @@ from dualobj.interop.runs import done_run
 from dualobj.run import atomic_write, sha256_file, write_json
 
 MODELING = Path(__file__).with_name("modeling_dualobj.py")
+MODEL_SOURCE = Path(__file__).resolve().parent.parent / "model.py"
+MODEL_COPY = "dualobj_model.py"  # the name modeling_dualobj.py imports it by
+# model.py's only dualobj import (a type, for annotations); the exported copy goes without it
+CONFIG_IMPORT = "if TYPE_CHECKING:\n    from dualobj.config import ModelConfig\n"
 AUTO_MAP = {"AutoConfig": "modeling_dualobj.DualobjConfig",
             "AutoModelForCausalLM": "modeling_dualobj.DualobjForCausalLM"}
 
@@ -43,12 +48,21 @@ def export(run_dir: str | Path, to: str | Path) -> Path:
         write_tokenizer(ev, tmp)
         write_json(tmp / "config.json", hf_config(ev))
         atomic_write(tmp / MODELING.name, MODELING.read_bytes())
+        atomic_write(tmp / MODEL_COPY, model_source())
         share(tmp)
         tmp.rename(to)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return to
+
+
+def model_source() -> str:
+    """dualobj/model.py as the exported folder's ``dualobj_model.py``: the same code, less the config import."""
+    text = MODEL_SOURCE.read_text()
+    if CONFIG_IMPORT not in text:
+        raise RuntimeError(f"{MODEL_SOURCE} no longer imports its config as {CONFIG_IMPORT!r}; update export.py")
+    return text.replace(CONFIG_IMPORT, "")
 
 
 def share(folder: Path) -> None:
@@ -61,10 +75,10 @@ def share(folder: Path) -> None:
 
 
 def write_weights(model, path: Path) -> None:
-    """The model's parameters as fp32 safetensors, named as in ``dualobj.model`` (and the modeling file)."""
+    """The model's parameters as fp32 safetensors, named as in ``dualobj.model`` under the wrapper's ``model.``."""
     from safetensors.torch import save
 
-    tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(path, save(tensors, metadata={"format": "pt"}))
 
 

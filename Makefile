@@ -27,15 +27,18 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 
+# eval.limit: the end-of-training evaluation of this small run costs no more than its training (README, Set-up)
 demo: install
-	$(BIN)/dualobj train model=tiny data.repetitions=4 objective.alpha=0.5 train.tokens=200000 out=runs/demo
+	$(BIN)/dualobj train model=tiny data.repetitions=4 objective.alpha=0.5 train.tokens=200000 eval.limit=40 eval.md_samples=4 eval.val_windows=32 out=runs/demo
 
-# --durations: the 15 slowest tests, so a slow one shows before the suite outgrows CI
+# Two test processes (pytest-xdist): most end-to-end tests wait on subprocesses, so two overlap well on 2 cores.
+# --durations: the 15 slowest tests, so a slow one shows before the suite outgrows CI.
+TEST_WORKERS ?= 2
 test: install-dev
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --durations=15
 
 test-fast: install-dev
-	$(BIN)/pytest -q -m "not slow" --durations=15
+	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not slow" --durations=15
 
 lint: install-dev
 	$(BIN)/ruff check dualobj tests bench

@@ -1,6 +1,6 @@
 """The eager gap: dualobj's training step against a plain causal GPT of the same shape, and where it goes.
 
-    python bench/eager_gap.py [--model small] [--rounds N] [--no-write]
+    python bench/eager_gap.py [--model tiny small] [--threads 2 1] [--rounds N] [--before REV] [--no-write]
 
 The reference is a plain causal-attention GPT written below (about 60 lines): the same shape and the same
 architecture family as dualobj's model (RMSNorm, RoPE rotate-half, SwiGLU, separate q/k/v, untied head, no
@@ -14,7 +14,9 @@ Then each part of the step that differs is timed on its own, again round-robin, 
 summed over the layers of one step: building the attention mask, the attention kernel (forward +
 backward) with the mask dualobj uses against ``is_causal=True``, RoPE, the norms, the loss tail, the data
 and masking, gradient clipping; and a torch.profiler table of self CPU time by kind of op.
-Results go to bench/RESULTS.md, one section per CPU capability (AVX2 and AVX-512 hosts differ).
+
+Results go to bench/RESULTS.md, one section per CPU capability (AVX2 and AVX-512 hosts differ). Each
+(thread count, model) runs in a fresh process when there are several, so none inherits another's heap.
 """
 
 from __future__ import annotations
@@ -479,9 +481,33 @@ def closed_text(ps: dict, ms, before: str) -> str:
 
 
 def header(wall_s: float) -> str:
-    return (f"{time.strftime('%Y-%m-%d')}, {machine()}; peak RSS {peak_rss_mib():,.0f} MiB; {wall_s:.0f} s in all\n\n"
-            "## The eager gap: dualobj's step against a plain causal GPT of the same shape\n\n" + __doc__.split(
-                "\n\n", 1)[1].split("Results go")[0].strip())
+    about = __doc__.split("\n\n")[2:4]  # the reference, and the parts
+    return "\n\n".join([f"{time.strftime('%Y-%m-%d')}, {machine()}; {wall_s:.0f} s in all",
+                        "## The eager gap: dualobj's step against a plain causal GPT of the same shape",
+                        *(" ".join(p.split()) for p in about)])
+
+
+def one(model: str, threads: int, a) -> str:
+    """The section's part for one model at one thread count, in this process."""
+    torch.set_num_threads(threads)
+    torch._dynamo.reset()  # each model's compiled graphs start with a fresh recompile budget
+    body = run(model, a.rounds, a.part_rounds, a.overrides, with_compile=not a.no_compile, before=a.before)[0]
+    thr = f"{threads} thread{'s' if threads > 1 else ''}"
+    body = body.replace("), batch", f"), {thr}, batch", 1)
+    return body.replace(" for this model, compiling included)",
+                        f" for this model, compiling included; peak RSS {peak_rss_mib():,.0f} MiB)", 1)
+
+
+def fresh(model: str, threads: int, argv: list[str]) -> str:
+    """``one`` in a fresh process (a run's heap and compiled graphs would otherwise carry into the next)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "body.md"
+        subprocess.run([sys.executable, __file__, *argv, "--model", model, "--threads", str(threads), "--no-write",
+                        "--body-out", str(out)], check=True)
+        return out.read_text()
 
 
 def main(argv=None) -> str:
@@ -496,17 +522,21 @@ def main(argv=None) -> str:
     ap.add_argument("--no-compile", action="store_true", help="eager only")
     ap.add_argument("--no-write", action="store_true", help="print, do not write bench/RESULTS.md")
     ap.add_argument("--results", default=str(RESULTS))
+    ap.add_argument("--body-out", help=argparse.SUPPRESS)  # one model's part, for the parent process
     ap.add_argument("overrides", nargs="*", help="extra config overrides (e.g. a micro shape for tests)")
     a = ap.parse_args(argv)
-    t0, bodies, default_threads = time.perf_counter(), [], torch.get_num_threads()
-    for threads in a.threads:
-        torch.set_num_threads(threads or default_threads)
-        for model in a.model:
-            torch._dynamo.reset()  # each model's compiled graphs start with a fresh recompile budget
-            body = run(model, a.rounds, a.part_rounds, a.overrides, with_compile=not a.no_compile, before=a.before)[0]
-            n = torch.get_num_threads()
-            bodies.append(body.replace("), batch", f"), {n} thread{'s' if n > 1 else ''}, batch", 1))
-            print(bodies[-1], flush=True)
+    t0, default_threads = time.perf_counter(), torch.get_num_threads()
+    combos = [(t or default_threads, m) for t in a.threads for m in a.model]
+    if a.body_out:
+        body = one(a.model[0], combos[0][0], a)
+        Path(a.body_out).write_text(body)
+        return body
+    common = [*a.overrides, "--rounds", str(a.rounds), "--part-rounds", str(a.part_rounds),
+              *(["--before", a.before] if a.before else []), *(["--no-compile"] if a.no_compile else [])]
+    bodies = []
+    for threads, model in combos:
+        bodies.append(fresh(model, threads, common) if len(combos) > 1 else one(model, threads, a))
+        print(bodies[-1], flush=True)
     torch.set_num_threads(default_threads)
     body = "\n\n".join([header(time.perf_counter() - t0), *bodies, NOTES])
     print(NOTES, flush=True)

@@ -56,3 +56,21 @@ def md_table(headers: list[str], rows: list[list]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" for _ in headers) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def bench_trainer(overrides: list[str]):
+    """A set-up dualobj Trainer for timing steps: a long budget over repeated data, no progress bar, nothing
+    written (its run directory is never created)."""
+    from dualobj import config
+    from dualobj.train import Trainer
+
+    cfg = config.load(["train.tokens=100000000", "data.repetitions=100", "train.progress=false", *overrides])
+    tr = Trainer(cfg, out="/tmp/dualobj-bench-unused")
+    tr.setup()
+    return tr
+
+
+def tool_step(tr):
+    """dualobj's optimizer step: data, masking, the dual loss, backward, clipping, optimizer."""
+    steps = iter(range(10**6))
+    return lambda: tr.train_step(next(steps))

@@ -34,10 +34,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, md_table  # noqa: E402
+from common import bench_trainer, machine, md_table, tool_step  # noqa: E402
 from results import write_section  # noqa: E402
 
-from dualobj import config  # noqa: E402
 from dualobj.model import attention_mask, document_ids  # noqa: E402
 from dualobj.objective import Draws, ar_rows_from_prefix  # noqa: E402
 from dualobj.runtime import cpu_capability  # noqa: E402
@@ -102,18 +101,8 @@ class RefGPT(nn.Module):
 
 # ----------------------------------------------------------------------------- the two steps
 def tool_trainer(model: str, compile: bool, extra: list[str]) -> Trainer:
-    cfg = config.load([f"model={model}", "objective.alpha=0.5", "train.precision=fp32", f"train.compile={compile}",
-                       f"train.batch_size={BATCH}", "train.tokens=100000000", "data.repetitions=100",
-                       "train.progress=false", *extra])
-    tr = Trainer(cfg, out="/tmp/dualobj-bench-unused")
-    tr.setup()
-    return tr
-
-
-def tool_step(tr: Trainer):
-    """dualobj's optimizer step: data, masking, the dual loss, backward, clipping, optimizer."""
-    steps = iter(range(10**6))
-    return lambda: tr.train_step(next(steps))
+    return bench_trainer([f"model={model}", "objective.alpha=0.5", "train.precision=fp32", f"train.compile={compile}",
+                          f"train.batch_size={BATCH}", *extra])
 
 
 def ref_step(tr: Trainer, compile: bool):

@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import md_table  # noqa: E402
+from common import bench_trainer, md_table, tool_step  # noqa: E402
 from peak import matmul  # noqa: E402
 
-from dualobj import config  # noqa: E402
 from dualobj.budget import flops_per_token  # noqa: E402
 from dualobj.model import Transformer, document_ids  # noqa: E402
 from dualobj.runtime import native_bf16  # noqa: E402
@@ -39,18 +38,8 @@ VARIANTS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
 
 
 def tool_trainer(model: str, alpha: float, precision: str, compile: bool) -> Trainer:
-    cfg = config.load([f"model={model}", f"objective.alpha={alpha}", f"train.precision={precision}",
-                       f"train.compile={compile}", f"train.batch_size={BATCH[model]}", "train.tokens=100000000",
-                       "data.repetitions=100", "train.progress=false"])
-    tr = Trainer(cfg, out="/tmp/dualobj-bench-unused")
-    tr.setup()
-    return tr
-
-
-def tool_step(tr: Trainer):
-    """The tool's optimizer step: data, masking, the dual loss, backward, clipping, optimizer."""
-    step = iter(range(10**6))
-    return lambda: tr.train_step(next(step))
+    return bench_trainer([f"model={model}", f"objective.alpha={alpha}", f"train.precision={precision}",
+                          f"train.compile={compile}", f"train.batch_size={BATCH[model]}"])
 
 
 def bare_step(tr: Trainer):

@@ -123,7 +123,8 @@ def test_table2_exact_values():
     assert pd.isna(t.loc[8, "beats both"])  # α=0 missing: unknown, not False
     md = table2_markdown(t)
     assert md == table2_markdown(df, "val/ar_bpb")
-    assert "| 1 | 1/2 | 1.1000 | 1.1500 | 1.6000 | +0.0500 | +0.5000 | yes |" in md
+    # one cell has two seeds (sd 0.1414), no α pair shares a second seed: unpaired, 0.1414 * sqrt(1/2 + 1)
+    assert "| 1 | 1/2 | 1.1000 | 1.1500 | 1.6000 | +0.0500 ± 0.1732 | +0.5000 ± 0.1732 | yes | unresolved |" in md
     assert "| 8 | 1/4 | 1.2500 | 1.5000 | — | +0.2500 | — | — |" in md
 
     s = table2(df, "eval/avg/ar")  # higher is better: the max mix, gains = best − reference
@@ -176,8 +177,10 @@ def test_checks_all_hold():
     assert pair["holds"] and pair["by_R"][16] == {"ar α": 0.25, "md α": 0.25, "|Δα|": 0.0, "grid steps": 0,
                                                    "|Δ log2-odds|": 0.0, "close": True}
     lines = [check_line(x) for x in c.values()]
-    assert all(" **holds**" in line for line in lines)
-    assert "3/4 (R=1) → 1/4 (R=16)" in lines[1]
+    # one seed per cell: the means agree with the paper, the noise is unknown, so nothing is decided
+    assert all("**unresolved** (on the means alone: holds)" in line for line in lines[:2] + lines[3:])
+    assert all(x["verdict"] == "unresolved" for x in c.values()) and "noise unknown" in lines[0]
+    assert "3/4 (within noise: 0, 1/4, 1/2, 1) (R=1) → 1/4" in lines[1] and "seeds per cell" not in lines[1]
 
 
 def test_check_f1_fails():
@@ -186,7 +189,7 @@ def test_check_f1_fails():
     r16 = c["F1"]["targets"]["ar"]["by_R"][16]
     assert r16["beats both"] is False and r16["gain vs AR"] == pytest.approx(-0.05)
     assert c["F2"]["targets"]["ar"]["sequence"] == [(1, 0.75), (16, 1.0)] and c["F2"]["holds"] is False
-    assert "**FAILS**" in check_line(c["F1"])
+    assert "**unresolved** (on the means alone: fails)" in check_line(c["F1"])
 
 
 def test_check_f2_fails_alone():
@@ -352,8 +355,10 @@ def test_a_target_at_chance_is_no_signal_and_does_not_fail_a_finding():
     assert c["F2"]["holds"] is True  # ... but does not decide the verdict
     assert c["F4"]["pairs"]["eval_ar~eval_md"]["signal"] is False and c["F4"]["holds"] is True
     line = check_line(c["F2"])
-    assert line.startswith("- **F2** (the best α (over all α run) does not increase with R): **holds**")
-    assert "  - AR-mode validation target (val/ar_bpb, lower is better): holds: 3/4 (R=1) → 1/4 (R=16)" in line
+    assert line.startswith("- **F2** (the best α (over all α run) does not increase with R): **unresolved** (on "
+                           "the means alone: holds)")
+    assert ("  - AR-mode validation target (val/ar_bpb, lower is better): unresolved: 3/4 (within noise: 0, 1/4, "
+            "1/2, 1) (R=1) → 1/4") in line
     assert ("  - AR-mode downstream target (eval/avg/ar, higher is better): no signal (every score within two "
             "standard errors of chance)") in line
 
@@ -362,7 +367,8 @@ def test_without_standard_errors_the_significance_is_unknown_and_counts():
     c = by_name(paper_checks(noisy_frame(with_se=False)))
     assert c["F2"]["targets"]["eval_ar"]["signal"] is None
     assert c["F2"]["holds"] is False  # not guessed away: unknown significance counts
-    assert "FAILS (significance unknown: no standard errors stored)" in check_line(c["F2"])
+    assert "unresolved (significance unknown: no standard errors stored)" in check_line(c["F2"])
+    assert c["F2"]["targets"]["eval_ar"]["verdict"] == "unresolved"
 
 
 def test_the_analysis_covers_only_the_targets_asked_for():

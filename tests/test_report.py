@@ -181,14 +181,16 @@ def test_higher_is_better_and_unknown_metric(sweep):
 def test_exports(sweep, tmp_path):
     p = pivot(load_runs(sweep), "val/ar_nll")
     md = to_markdown(p)
-    assert "**3.0000**" in md and "**3.1000 ± 0.0707**" in md and "**3.2500**" in md
+    # every cell ± the pooled seed noise (two 2-seed cells: variances 0.005 and 0.02 -> sd 0.1118) / √seeds
+    assert "**3.0000 ± 0.1118**" in md and "**3.1000 ± 0.0791**" in md and "**3.2500 ± 0.1118**" in md
     assert md.count("**") == 6  # one bold cell per row
     assert "failed" in md and "damaged" in md
     assert md.splitlines()[0] == ("| R \\ α | 0 | 1/4 | 1/2 | 1 | best α | best | best mix α | mix gain vs AR | "
                                   "mix gain vs MD |")
-    assert "| 1 | 3.5000 | 3.3000 | 3.2000 | **3.0000** | 1 | 3.0000 | 1/2 | -0.2000 | +0.3000 |" in md
+    assert ("| 1 | 3.5000 ± 0.1118 | 3.3000 ± 0.1118 | 3.2000 ± 0.1118 | **3.0000 ± 0.1118** | 1 | 3.0000 | 1/2 | "
+            "-0.2000 | +0.3000 |") in md
     tex = to_latex(p)
-    assert r"\textbf{3.1000 $\pm$ 0.0707}" in tex and tex.count(r"\textbf") == 3
+    assert r"\textbf{3.1000 $\pm$ 0.0791}" in tex and tex.count(r"\textbf") == 3
     assert r"\begin{tabular}" in tex and r"\end{tabular}" in tex
     back = pd.read_csv(to_csv(p, tmp_path / "t.csv"), index_col=0)
     assert back.shape == (3, 4 + 5)
@@ -199,6 +201,7 @@ def test_exports(sweep, tmp_path):
     assert len(cells) == 12 and cells["best"].sum() == 3
     row = cells[(cells["R"] == 4) & (cells["alpha"] == 0.25)].iloc[0]
     assert (row["n"], row["mean"]) == (2, pytest.approx(3.10))
+    assert row["seed_se"] == pytest.approx(0.1118 / 2 ** 0.5, abs=1e-4)
 
 
 def test_curves_skip_truncated_lines(sweep):
@@ -236,12 +239,13 @@ def test_write_report(sweep, tmp_path):
     text = files.markdown
     assert "15 runs: 11 done, 1 failed, 0 running, 1 pending, 1 dead, 1 damaged" in text
     assert "## tiny — val/ar_nll (lower is better)" in text and "eval/avg/ar (higher is better)" in text
-    assert "**3.1000 ± 0.0707**" in text and "RuntimeError: loss is nan" in text
+    assert "**3.1000 ± 0.0791**" in text and "RuntimeError: loss is nan" in text
     assert (out / "report.md").read_text() == text
     assert load_runs(sweep).shape[0] == 15  # the report folder is not mistaken for a run
 
     only = write_report(sweep, metrics=["val/md_elbo"], formats=["csv"], out_dir=tmp_path / "r", plots=False)
-    assert sorted(Path(f).name for f in only) == ["tiny_val_md_elbo.csv", "tiny_val_md_elbo_cells.csv"]
+    assert sorted(Path(f).name for f in only) == ["best_alpha.csv", "checks.csv", "tiny_val_md_elbo.csv",
+                                                  "tiny_val_md_elbo_cells.csv"]  # the analysis of the target asked
     assert only.markdown.count("## tiny") == 1
     with pytest.raises(Exception, match="val/typo"):
         write_report(sweep, metrics=["val/typo"], formats=["md"], out_dir=tmp_path / "x")

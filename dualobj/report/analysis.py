@@ -28,6 +28,7 @@ from dualobj.fmt import format_alpha, format_number
 from dualobj.report.plots import count_axis, new_figure, plot_title, save_figure
 from dualobj.report.tables import best_mix, column_values, gain, pivot, se_metric
 from dualobj.stats.frame import default_lower_is_better, done_values, r_level, select_model
+from dualobj.stats.seeds import SeedGrid, gain_verdict
 
 # (target name, candidate metrics in order of preference, inference mode)
 TARGET_CANDIDATES: list[tuple[str, tuple[str, ...], str]] = [
@@ -36,7 +37,8 @@ TARGET_CANDIDATES: list[tuple[str, tuple[str, ...], str]] = [
     ("eval_ar", ("eval/avg/ar",), "ar"),
     ("eval_md", ("eval/avg/md",), "md"),
 ]
-TABLE2_COLUMNS = ["best α", "best", "AR (α=1)", "MD (α=0)", "gain vs AR", "gain vs MD", "beats both"]
+TABLE2_COLUMNS = ["best α", "best", "AR (α=1)", "MD (α=0)", "gain vs AR", "gain vs MD", "beats both",
+                  "gain vs AR se", "gain vs MD se", "beyond noise"]
 
 
 # ----------------------------------------------------------------------------- targets
@@ -127,12 +129,15 @@ def table2(df: pd.DataFrame, metric: str, model: str | None = None,
     Columns: ``best α`` (the best mix, 0 < α < 1, by the mean over seeds of done runs), ``best`` (its
     mean), ``AR (α=1)`` and ``MD (α=0)`` (the pure objectives' means), ``gain vs AR`` and ``gain vs MD``
     (:func:`dualobj.report.tables.gain`: positive = the mix is better), ``beats both`` (nullable boolean:
-    both gains > 0; ``<NA>`` when a gain is NaN, e.g. α=0 was not run or failed at that R). The same best
-    mix and gains as the R×α table's ``best mix α`` and ``mix gain`` columns. ``attrs`` holds metric,
-    model and lower_is_better.
+    both gains > 0; ``<NA>`` when a gain is NaN, e.g. α=0 was not run or failed at that R), each gain's
+    standard error over seeds (``gain vs AR se``, ``gain vs MD se``: paired by seed, :mod:`dualobj.stats.seeds`)
+    and ``beyond noise``: holds / fails / unresolved (both gains positive beyond their noise, one negative
+    beyond it, or neither; two-sided at 95%, Bonferroni over the two). The same best mix and gains as the
+    R×α table's ``best mix α`` and ``mix gain`` columns. ``attrs`` holds metric, model and lower_is_better.
     """
     p = pivot(df, metric, model, lower_is_better)
     lower = p.lower_is_better
+    g = SeedGrid(df, metric, p.model, lower)
     rows = []
     for r in p.mean.index:
         row = p.mean.loc[r]
@@ -141,9 +146,11 @@ def table2(df: pd.DataFrame, metric: str, model: str | None = None,
         md = float(row[0.0]) if 0.0 in row.index else np.nan
         g_ar, g_md = gain(best, ar, lower), gain(best, md, lower)
         beats = pd.NA if (math.isnan(g_ar) or math.isnan(g_md)) else bool(g_ar > 0 and g_md > 0)
-        rows.append([best_a, best, ar, md, g_ar, g_md, beats])
+        noisy = [g.gain(r, best_a, ref) for ref in (1.0, 0.0)] if beats is not pd.NA else []
+        se = [d.se for d in noisy] or [np.nan, np.nan]
+        rows.append([best_a, best, ar, md, g_ar, g_md, beats, *se, gain_verdict(noisy)[0] if noisy else ""])
     out = pd.DataFrame(rows, index=pd.Index(list(p.mean.index), name="R"), columns=TABLE2_COLUMNS)
-    for c in TABLE2_COLUMNS[:-1]:
+    for c in TABLE2_COLUMNS[:6] + TABLE2_COLUMNS[7:9]:
         out[c] = out[c].astype(float)
     out["beats both"] = out["beats both"].astype("boolean")
     out.attrs.update(metric=metric, model=p.model, lower_is_better=lower)
@@ -154,17 +161,26 @@ def table2_markdown(df: pd.DataFrame, metric: str | None = None, model: str | No
                     lower_is_better: bool | None = None, digits: int = 4) -> str:
     """Markdown of :func:`table2`. Pass a runs frame and ``metric``, or a :func:`table2` result alone."""
     t = df if metric is None else table2(df, metric, model, lower_is_better)
-    head = ["R", "best mix α", "best mix", "AR (α=1)", "MD (α=0)", "gain vs AR", "gain vs MD", "beats both"]
+    head = ["R", "best mix α", "best mix", "AR (α=1)", "MD (α=0)", "gain vs AR", "gain vs MD", "beats both",
+            "beyond noise"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" for _ in head) + "|"]
     for r, row in t.iterrows():
         a = "—" if pd.isna(row["best α"]) else format_alpha(row["best α"])
         beats = "—" if pd.isna(row["beats both"]) else ("yes" if row["beats both"] else "no")
         cells = [str(r), a, format_number(row["best"], digits) or "—", format_number(row["AR (α=1)"], digits) or "—",
                  format_number(row["MD (α=0)"], digits) or "—",
-                 format_number(row["gain vs AR"], digits, signed=True) or "—",
-                 format_number(row["gain vs MD"], digits, signed=True) or "—", beats]
+                 _with_se(row["gain vs AR"], row.get("gain vs AR se"), digits),
+                 _with_se(row["gain vs MD"], row.get("gain vs MD se"), digits), beats, row.get("beyond noise") or "—"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _with_se(value, se, digits: int) -> str:
+    """A signed gain, with ``± se`` when its noise is known; "—" when there is no gain."""
+    text = format_number(value, digits, signed=True)
+    if not text:
+        return "—"
+    return text + (f" ± {format_number(se, digits)}" if se is not None and not pd.isna(se) else "")
 
 
 # ----------------------------------------------------------------------------- over-fitting

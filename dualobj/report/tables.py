@@ -17,6 +17,7 @@ import pandas as pd
 
 from dualobj.fmt import format_alpha, format_number
 from dualobj.stats.frame import default_lower_is_better, r_level, select_model
+from dualobj.stats.seeds import SeedGrid
 
 BEST_COLUMNS = ["best α", "best", "best mix α", "mix gain vs AR", "mix gain vs MD"]
 SIGN_CONVENTION = ("Sign convention: every gain is positive when the run named is better than the one it is "
@@ -68,6 +69,13 @@ class Pivot:
     best: pd.DataFrame
     states: dict  # (R, α) -> sorted states of the runs in that cell that are not done
     se: pd.DataFrame | None = None
+    run_sd: float = float("nan")  # the spread of one run between seeds, pooled over the grid (stats.seeds.Noise)
+
+    @property
+    def seed_se(self) -> pd.DataFrame:
+        """The standard error of each cell's mean over seeds: the pooled ``run_sd`` / √seeds (NaN when no cell
+        has two seeds): a cell with one seed gets the grid's noise, never none."""
+        return self.run_sd / np.sqrt(self.n.where(self.n > 0))
 
     @property
     def table(self) -> pd.DataFrame:
@@ -139,7 +147,7 @@ def pivot(df: pd.DataFrame, metric: str, model: str | None = None,
         std.loc[at] = c["v"].std(ddof=1) if len(c) > 1 else np.nan
         se.loc[at] = np.sqrt((c["se"] ** 2).sum()) / len(c) if c["se"].notna().all() else np.nan
     return Pivot(metric, model, lower_is_better, mean, std, n, _best_columns(mean, lower_is_better),
-                 _cell_states(sub), se if se_metric(metric) else None)
+                 _cell_states(sub), se if se_metric(metric) else None, SeedGrid(sub, metric).noise.run_sd)
 
 
 def _cell_states(sub: pd.DataFrame) -> dict:
@@ -170,14 +178,16 @@ def _best_columns(mean: pd.DataFrame, lower_is_better: bool) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- exports
 def _value_cell(p: Pivot, r, a, digits: int, bold, pm: str, missing: str) -> str:
-    """One α cell: mean (± std over seeds), the chance mark, bold when best; the runs' states when empty."""
+    """One α cell: mean (± its standard error over seeds, :attr:`Pivot.seed_se`), the chance mark, bold when
+    best; the runs' states when empty."""
     m = p.mean.loc[r, a]
     if pd.isna(m):
         st = p.states.get((r, float(a)))
         return ", ".join(st) if st else missing
     text = format_number(m, digits)
-    if p.n.loc[r, a] > 1:
-        text += f"{pm}{format_number(p.std.loc[r, a], digits)}"
+    se = p.seed_se.loc[r, a]
+    if not pd.isna(se):
+        text += f"{pm}{format_number(se, digits)}"
     if p.near_chance(r, a):
         text += CHANCE_MARK
     return bold(text) if p.is_best(r, a) else text
@@ -211,8 +221,9 @@ def legend(p: Pivot) -> str:
     if "best mix α" in p.best:
         parts.append("best mix α: the best 0<α<1; mix gain vs AR / MD: how much better it is than α=1 / α=0 "
                      "(positive = the mix is better)")
-    if p.several_seeds:
-        parts.append("a ± b: mean ± std over seeds")
+    if not np.isnan(p.run_sd):
+        parts.append(f"a ± b: mean over seeds ± its standard error (one run's seed sd {format_number(p.run_sd)}, "
+                     "pooled over the grid's cells with several seeds, / √seeds)")
     if p.chance_scored:
         known = p.se is not None and p.se.notna().to_numpy().any()
         parts.append(f"{CHANCE_MARK}: within two standard errors of chance (0)" if known else
@@ -221,7 +232,8 @@ def legend(p: Pivot) -> str:
 
 
 def to_markdown(table: Pivot, digits: int = 4) -> str:
-    """A Markdown table: R rows, α columns (mean ± std when several seeds), best cell in bold."""
+    """A Markdown table: R rows, α columns (mean ± standard error when the seed noise is known), best cell in
+    bold."""
     head = ["R \\ α"] + _headers(table)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" for _ in head) + "|"]
     for r, cells in zip(table.mean.index, _cells(table, digits, lambda s: f"**{s}**", " ± ", "—"), strict=True):
@@ -266,11 +278,13 @@ def to_csv(table: Pivot, path: str | Path) -> Path:
 
 
 def cells_frame(table: Pivot) -> pd.DataFrame:
-    """Long form of a pivot: one row per (R, α) with mean, std, n, se (standard error of a chance-normalised
-    score's mean, else NaN), near_chance (within two standard errors of 0; None when unknown) and whether
-    it is the row's best."""
+    """Long form of a pivot: one row per (R, α) with mean, std, n, seed_se (the mean's standard error over
+    seeds: :attr:`Pivot.seed_se`), se (standard error of a chance-normalised score's mean over its items,
+    else NaN), near_chance (within two standard errors of 0; None when unknown) and whether it is the row's
+    best."""
     rows = [{"R": r, "alpha": a, "mean": table.mean.loc[r, a], "std": table.std.loc[r, a],
-             "n": int(table.n.loc[r, a]), "se": np.nan if table.se is None else table.se.loc[r, a],
+             "n": int(table.n.loc[r, a]), "seed_se": table.seed_se.loc[r, a],
+             "se": np.nan if table.se is None else table.se.loc[r, a],
              "near_chance": table.near_chance(r, a), "best": table.is_best(r, a)}
             for r in table.mean.index for a in table.mean.columns]
-    return pd.DataFrame(rows, columns=["R", "alpha", "mean", "std", "n", "se", "near_chance", "best"])
+    return pd.DataFrame(rows, columns=["R", "alpha", "mean", "std", "n", "seed_se", "se", "near_chance", "best"])

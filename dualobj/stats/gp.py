@@ -169,7 +169,8 @@ def _fit_gp(df: pd.DataFrame, metric: str, model: str | None, lower_is_better: b
     y = obs["value"].to_numpy(float)
     if np.ptp(y) <= 1e-12 * max(1.0, float(np.abs(y).max())):
         raise ValueError(f"all {len(y)} values of {metric} are equal ({y[0]:g}); there is no surface to fit")
-    gpr, notes = _fit_regressor(X, y, seed, n_restarts)
+    floor = noise_floor(sub, metric, y)
+    gpr, notes = _fit_regressor(X, y, seed, n_restarts, floor)
 
     pred = gpr.predict(X)
     ss = float(np.sum((y - y.mean()) ** 2))
@@ -186,15 +187,32 @@ def _fit_gp(df: pd.DataFrame, metric: str, model: str | None, lower_is_better: b
                  notes=notes)
 
 
-def _fit_regressor(X: np.ndarray, y: np.ndarray, seed: int, n_restarts: int):
-    """The fitted GaussianProcessRegressor (kernel: see :func:`fit_gp`) and its optimiser's warnings."""
+def noise_floor(runs: pd.DataFrame, metric: str, y: np.ndarray) -> float | None:
+    """The lower bound of the GP's white-noise level, in the units of the normalised target (the variance
+    of one run between seeds over the target's variance): the one-sided 95% lower confidence limit of the
+    pooled seed variance (:class:`dualobj.stats.seeds.Noise`: ``run_sd``), so that the GP cannot believe
+    the runs more precise than their replicate seeds show. None when no cell has two seeds."""
+    from scipy import stats
+
+    from dualobj.stats.seeds import SeedGrid
+
+    noise = SeedGrid(runs, metric).noise
+    if not noise.run_df or not np.isfinite(noise.run_sd) or np.var(y) <= 0:
+        return None
+    low = noise.run_sd ** 2 * noise.run_df / float(stats.chi2.isf(0.05, noise.run_df))
+    return float(min(max(low / np.var(y), 1e-8), 0.5))
+
+
+def _fit_regressor(X: np.ndarray, y: np.ndarray, seed: int, n_restarts: int, floor: float | None = None):
+    """The fitted GaussianProcessRegressor (kernel: see :func:`fit_gp`; the white noise bounded below by
+    ``floor`` when given, :func:`noise_floor`) and its optimiser's warnings."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
     kernel = (ConstantKernel(1.0, (1e-3, 1e3))
               * Matern(length_scale=[1.0, 0.3], length_scale_bounds=[(0.05, 100.0), (0.01, 10.0)], nu=1.5)
-              + WhiteKernel(noise_level=1e-2, noise_level_bounds=(1e-8, 1.0)))
+              + WhiteKernel(noise_level=max(1e-2, 2 * (floor or 0)), noise_level_bounds=(floor or 1e-8, 1.0)))
     gpr = GaussianProcessRegressor(kernel=kernel, normalize_y=True, n_restarts_optimizer=n_restarts,
                                    random_state=seed)
     with warnings.catch_warnings(record=True) as caught:
@@ -231,3 +249,35 @@ def _p_optimal_by_r(lat, obs: pd.DataFrame, r_levels: list, grid: np.ndarray, be
         dense[i] = _p_optimal(lat, r, grid, n_samples, seed + 1000 + i, lower)
     idx = pd.Index(r_levels, name="R")
     return p_opt, pd.DataFrame(dense, index=idx, columns=pd.Index(grid, name="α"))
+
+
+def loo_cell_coverage(df: pd.DataFrame, metric: str, model: str | None = None, level: float = 0.9,
+                      seed: int = 0, n_restarts: int = 2, floor: bool = True) -> pd.DataFrame:
+    """Leave-one-cell-out calibration of the GP: per (R, α) cell, the GP fitted on every other cell's runs
+    predicts the cell's mean over its seeds with a ``level`` interval (latent posterior mean ± z·√(latent
+    variance + fitted white noise / seeds)). Columns R, alpha, n_seeds, mean, predicted, half_width,
+    inside; ``attrs['coverage']`` is the share of cells inside (a calibrated GP gives about ``level``).
+    ``floor=False`` fits without the seed-noise floor (:func:`noise_floor`), for comparison."""
+    from scipy import stats
+    from threadpoolctl import threadpool_limits
+
+    sub, _ = select_model(df, model)
+    obs = done_values(sub, metric)
+    z = float(stats.norm.isf((1 - level) / 2))
+    rows = []
+    with threadpool_limits(limits=1):
+        for (r, a), cell in obs.groupby(["R", "alpha"]):
+            rest = obs.drop(cell.index)
+            X = np.column_stack([np.log2(rest["R"].to_numpy(float)), rest["alpha"].to_numpy(float)])
+            y = rest["value"].to_numpy(float)
+            lb = noise_floor(sub[~((sub["repetitions"] == r) & (sub["alpha"] == a))], metric, y) if floor else None
+            gpr, _ = _fit_regressor(X, y, seed, n_restarts, lb)
+            m, s = _latent(gpr).predict(np.array([[math.log2(r), a]]), return_std=True)
+            white = float(gpr.kernel_.k2.noise_level) * float(np.var(y))
+            half = z * math.sqrt(float(s[0]) ** 2 + white / len(cell))
+            mean = float(cell["value"].mean())
+            rows.append({"R": r_level(r), "alpha": float(a), "n_seeds": len(cell), "mean": mean,
+                         "predicted": float(m[0]), "half_width": half, "inside": abs(mean - float(m[0])) <= half})
+    out = pd.DataFrame(rows, columns=["R", "alpha", "n_seeds", "mean", "predicted", "half_width", "inside"])
+    out.attrs.update(coverage=float(out["inside"].mean()) if len(out) else math.nan, level=level, metric=metric)
+    return out

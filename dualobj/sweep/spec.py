@@ -12,6 +12,13 @@ A sweep file (``sweeps/*.yaml``)::
     launcher: {name: joblib, jobs: 2}     # basic | joblib | submitit_local | submitit_slurm | conf/hydra/launcher/*
     retries: 1                                      # a failed cell is tried 1 + retries times
     throughput: {tiny: 9000}                        # tokens/s per model, for the plan's time estimate
+    seeds: 3                                        # every cell once per seed 0, 1, 2 (or a list: [0, 1, 2])
+
+With ``seeds:`` (optional) every cell of the file is run once per seed, with the override ``seed=<s>``:
+``N`` means seeds 0 .. N-1, a list names them (distinct whole numbers >= 0). The whole grid is listed
+seed by seed, so a sweep stopped halfway leaves whole one-seed grids. The seed is then set by ``seeds:``
+alone (``seed`` in ``fixed``, ``axes`` or a cell is refused), and a ``search:`` block takes no ``seeds:``.
+Without it, the cells run at the config's seed (0) as before, with the same run ids.
 
 Each cell's run id hashes its semantic config, so its directory ``<sweep dir>/<run id>/`` is
 stable: re-running a sweep skips done cells, resumes dead ones and retries failed ones. Each
@@ -31,7 +38,7 @@ import yaml
 from dualobj import config as C
 from dualobj.errors import ConfigError
 
-SPEC_KEYS = {"name", "description", "fixed", "axes", "cells", "launcher", "retries", "throughput", "search"}
+SPEC_KEYS = {"name", "description", "fixed", "axes", "cells", "launcher", "retries", "throughput", "search", "seeds"}
 SEARCH_KEYS = {"metric", "goal", "axis", "space", "values", "range", "step", "conditions", "initial", "budget",
                "batch", "seed"}
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
@@ -48,6 +55,7 @@ class SweepSpec:
     retries: int = 1
     throughput: dict[str, float] = field(default_factory=dict)
     search: SearchSpec | None = None  # the adaptive search of a `search:` block (dualobj/sweep/search.py)
+    seeds: list[int] | None = None  # `seeds:`: every cell runs once per seed; None: at the config's seed
 
 
 @dataclass
@@ -300,6 +308,46 @@ def _search(p: Path, raw: dict, fixed: list[str], launcher: dict) -> SearchSpec:
                       space=s.get("space", "alpha"), seed=_whole(p, "seed", s.get("seed", 0), 0))
 
 
+SEEDS_FIX = "use a whole number N >= 1 (seeds 0 .. N-1) or a list of distinct whole numbers >= 0 like [0, 1, 2]"
+
+
+def _is_seed_key(key: Any) -> bool:
+    """Whether an override key (``seed``, ``+seed``, ``~seed``) sets the run's seed."""
+    return str(key).strip().lstrip("+~") == "seed"
+
+
+def _seed_list(p: Path, x: Any) -> list[int]:
+    """The value of ``seeds:`` as the list of seeds, checked."""
+    if isinstance(x, bool) or not isinstance(x, (int, list)):
+        raise ConfigError(f"sweep file {p}: seeds: {x!r} is not a number of seeds or a list of seeds; {SEEDS_FIX}")
+    if isinstance(x, int):
+        if x < 1:
+            raise ConfigError(f"sweep file {p}: seeds: {x} must be at least 1 (the number of seeds); {SEEDS_FIX}")
+        return list(range(x))
+    if not x:
+        raise ConfigError(f"sweep file {p}: seeds: [] lists no seed; {SEEDS_FIX}")
+    if bad := [s for s in x if isinstance(s, bool) or not isinstance(s, int) or s < 0]:
+        raise ConfigError(f"sweep file {p}: seeds {bad!r} are not whole numbers >= 0; {SEEDS_FIX}")
+    if twice := sorted({s for s in x if x.count(s) > 1}):
+        raise ConfigError(f"sweep file {p}: seeds {x} lists seed(s) {twice} more than once; list each seed once")
+    return list(x)
+
+
+def _seeds(p: Path, raw: dict, fixed: list[str], axes: dict, cells: list[dict]) -> list[int] | None:
+    """The ``seeds:`` axis, or None without one; refused where something else sets the seed too."""
+    if raw.get("seeds") is None:
+        if "seeds" in raw:
+            raise ConfigError(f"sweep file {p}: seeds: is empty; {SEEDS_FIX}, or remove the key")
+        return None
+    seeds = _seed_list(p, raw["seeds"])
+    if "search" in raw:
+        raise ConfigError(f"sweep file {p}: the adaptive search chooses its own seeds; remove 'seeds'")
+    keys = {"fixed": [o.split("=", 1)[0] for o in fixed], "axes": list(axes), "cells": [k for c in cells for k in c]}
+    if where := [name for name, ks in keys.items() if any(map(_is_seed_key, ks))]:
+        raise ConfigError(f"sweep file {p}: 'seeds' and seed in '{where[0]}' both set the seed; remove one of them")
+    return seeds
+
+
 def parallel_jobs(text: str) -> int:
     """The value of ``hydra.launcher.n_jobs=`` on the command line, checked: a whole number >= 1."""
     n = C.parse_number(text)
@@ -326,17 +374,23 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not isinstance(throughput, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in throughput.values()):
         raise ConfigError(f"sweep file {p}: 'throughput' must map model names to tokens/s > 0")
     return SweepSpec(name=name, path=p, fixed=fixed, axes=axes, cells=cells, launcher=launcher,
-                     retries=retries, throughput=throughput, search=search)
+                     retries=retries, throughput=throughput, search=search, seeds=_seeds(p, raw, fixed, axes, cells))
 
 
 def cell_overrides(spec: SweepSpec, extra: list[str] | None = None) -> list[list[str]]:
-    """Every cell's overrides: fixed + one point of the axes product (+ one explicit cell), + extra."""
+    """Every run's overrides: fixed + one point of the axes product (+ one explicit cell) (+ seed=<s> for each
+    seed of ``seeds:``, the whole grid seed by seed), + extra."""
+    if spec.seeds is not None and any(_is_seed_key(o.split("=", 1)[0]) for o in extra or []):
+        raise ConfigError(f"sweep file {spec.path} sets the seeds ('seeds: ...'); drop seed= from the command line "
+                          "or 'seeds' from the file")
     keys = list(spec.axes)
     product = [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*spec.axes.values())] or [{}]
     explicit = spec.cells or [{}]
     out = []
-    for point in product:
-        for cell in explicit:
-            merged = {**point, **cell}
-            out.append([*spec.fixed, *(f"{k}={value_text(v)}" for k, v in merged.items()), *(extra or [])])
+    for seed in spec.seeds if spec.seeds is not None else [None]:
+        for point in product:
+            for cell in explicit:
+                merged = {**point, **cell}
+                out.append([*spec.fixed, *(f"{k}={value_text(v)}" for k, v in merged.items()),
+                            *([f"seed={seed}"] * (seed is not None)), *(extra or [])])
     return out

@@ -76,11 +76,20 @@ def scores_table(headline: dict):
     return table
 
 
-def plan_table(name: str, folder: Path, cells: list):
-    """The sweep plan as a table: one row per valid cell, then the totals."""
+def plan_title(name: str, folder: Path, cells: list, seeds: list[int] | None = None) -> str:
+    """E.g. ``sweep mini: 36 cells -> runs/mini``; with a ``seeds:`` axis ``28 cells × 3 seeds = 84 runs``."""
+    if not seeds:
+        return f"sweep {name}: {len(cells)} cells -> {folder}"
+    distinct = {tuple(o for o in c.overrides if o.split("=", 1)[0].strip().lstrip("+~") != "seed") for c in cells}
+    return (f"sweep {name}: {len(distinct)} cells × {len(seeds)} seed{'s' * (len(seeds) != 1)} = "
+            f"{len(cells)} runs -> {folder}")
+
+
+def plan_table(name: str, folder: Path, cells: list, seeds: list[int] | None = None):
+    """The sweep plan as a table: one row per valid run, then the totals (of every run, all seeds)."""
     from rich.table import Table
 
-    table = Table(title=f"sweep {name}: {len(cells)} cells -> {folder}", show_lines=False)
+    table = Table(title=plan_title(name, folder, cells, seeds), show_lines=False)
     for col in ("run id", "model", "params", "R", "α", "seed", "tokens", "unique", "epochs", "AR-epochs", "steps",
                 "FLOPs", "est. time", "state"):
         table.add_column(col, justify="right")

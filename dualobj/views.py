@@ -130,15 +130,42 @@ def status_view(folder: Path, rows: list[StatusRow]):
     lines = [counts_line(r.state for r in rows) + f"; compute left {left:.2e} FLOPs"
              + f" (~{hms(sum(r.est_s_left for r in rows))})"]
     lines += [f"  {r.run_id} ({r.state}): {r.reason}" for r in rows if r.reason and r.state != "done"]
-    return Group(table, *(Text(line) for line in lines))  # plain text: a reason may hold [brackets]
+    cells = cells_table(rows)
+    return Group(table, *([cells] if cells else []), *(Text(line) for line in lines))  # a reason may hold [brackets]
+
+
+def seeds_text(seeds: list) -> str:
+    """E.g. ``0,1,2`` (``?`` for a run whose seed is not known)."""
+    return ",".join("?" if s is None else str(s) for s in seeds)
+
+
+def cells_table(rows: list[StatusRow]):
+    """The runs grouped by cell (model, R, α and all but the seed), one row per cell with its seeds and states;
+    None when no cell has more than one seed."""
+    from rich.table import Table
+
+    from dualobj.run.status import status_cells
+
+    cells = status_cells(rows)
+    if not any(len(set(c["seeds"])) > 1 for c in cells):
+        return None
+    table = Table(title=f"{len(cells)} cells (runs that differ only in their seed)")
+    for col in ("cell", "model", "R", "α", "seeds", "states"):
+        table.add_column(col, justify="right")
+    for c in cells:
+        states = ", ".join(f"{n} {s}" for s, n in c["counts"].items())
+        table.add_row(c["cell"], str(c["model"] or "-"), str(c["R"] or "-"), format_alpha(c["alpha"]),
+                      seeds_text(c["seeds"]), states)
+    return table
 
 
 def status_json(folder: Path, rows: list[StatusRow]) -> str:
-    """One JSON object: path, counts per state, all_done, compute left, and the runs (NaN as null)."""
+    """One JSON object: path, counts per state, all_done, compute left, the runs (NaN as null) and the cells
+    (the runs grouped by all but their seed: :func:`dualobj.run.status.status_cells`)."""
     import json
     import math
 
-    from dualobj.run.status import state_counts
+    from dualobj.run.status import state_counts, status_cells
 
     def clean(v):
         return None if isinstance(v, float) and not math.isfinite(v) else v
@@ -148,4 +175,5 @@ def status_json(folder: Path, rows: list[StatusRow]) -> str:
         "all_done": all(r.state == "done" for r in rows), "flops_left": sum(r.flops_left for r in rows),
         "est_s_left": sum(r.est_s_left for r in rows),
         "runs": [{k: clean(v) for k, v in asdict(r).items()} for r in rows],
+        "cells": [{k: clean(v) for k, v in c.items()} for c in status_cells(rows)],
     })

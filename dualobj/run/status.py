@@ -8,6 +8,7 @@ run's own config.yaml, and for a cell that has not started from its entry in swe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -139,6 +140,35 @@ class StatusRow:
     attempts: int
     flops_left: float  # compute still to do, from the sweep plan (0 outside a sweep)
     est_s_left: float  # time still to go at the plan's throughput
+    cell: str = ""  # what the run computes but its seed (a hash): runs of one cell at several seeds share it
+
+
+def _seedless(overrides: list) -> dict[str, str]:
+    """A cell's overrides as key -> value (the last one wins), without the seed."""
+    pairs = (str(o).partition("=") for o in overrides)
+    return {k.strip(): v for k, _, v in pairs if k.strip().lstrip("+~") != "seed"}
+
+
+def _seedless_config(config: dict) -> dict | None:
+    """The semantic sections of a run's config.yaml (as in its run id) without the seed; None if it has none."""
+    sections = {s: config[s] for s in C.SEMANTIC_SECTIONS if s != "seed" and isinstance(config.get(s), dict)}
+    if not sections:
+        return None
+    return {s: {k: v for k, v in d.items() if f"{s}.{k}" not in C.NON_SEMANTIC} for s, d in sections.items()}
+
+
+def cell_key(info: RunInfo, cell: dict) -> str:
+    """A short hash of what a run computes apart from its seed: its model, R and α with the sweep plan's
+    overrides less seed=, else its config.yaml less the seed, else its run id alone (a cell of one run)."""
+    if isinstance(cell.get("overrides"), list):
+        rest: tuple = ("plan", sorted(_seedless(cell["overrides"]).items()))
+    elif (config := _seedless_config(info.config)) is not None:
+        rest = ("config", config)
+    else:
+        rest = ("run", info.run_id)
+    facts = [info.model, *(None if x is None else float(x) for x in (info.repetitions, info.alpha))]
+    blob = json.dumps([*facts, rest], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 def _row(info: RunInfo, cell: dict, now: float) -> StatusRow:
@@ -152,7 +182,7 @@ def _row(info: RunInfo, cell: dict, now: float) -> StatusRow:
         last_loss=_last_loss(RunDir(info.path)) if info.path.is_dir() else None,
         heartbeat_age_s=now - st["heartbeat"] if isinstance(st.get("heartbeat"), (int, float)) else None,
         attempts=st.get("attempts", 0), flops_left=frac_left * cell.get("flops", 0.0),
-        est_s_left=frac_left * cell.get("est_s", 0.0),
+        est_s_left=frac_left * cell.get("est_s", 0.0), cell=cell_key(info, cell),
     )
 
 
@@ -163,3 +193,22 @@ def status_rows(folder: str | Path) -> list[StatusRow]:
     order = {s: i for i, s in enumerate(STATES)}
     rows.sort(key=lambda r: (order.get(r.state, 9), str(r.model), r.R or 0, r.alpha or 0, r.seed or 0, r.run_id))
     return rows
+
+
+def status_cells(rows: list[StatusRow]) -> list[dict]:
+    """The runs grouped by cell (runs that differ only in their seed), ordered by model, R and α: each with its
+    model, R, α, seeds and run ids (by seed), runs per state (those present, in the counts' order) and whether
+    all are done."""
+    groups: dict[str, list[StatusRow]] = {}
+    for r in rows:
+        groups.setdefault(r.cell or r.run_id, []).append(r)
+    out = []
+    for key, runs in groups.items():
+        runs = sorted(runs, key=lambda r: (r.seed is None, r.seed or 0, r.run_id))
+        first = runs[0]
+        out.append({"cell": key, "model": first.model, "R": first.R, "alpha": first.alpha,
+                    "seeds": [r.seed for r in runs], "run_ids": [r.run_id for r in runs],
+                    "counts": {s: n for s, n in state_counts(r.state for r in runs).items() if n},
+                    "all_done": all(r.state == "done" for r in runs)})
+    out.sort(key=lambda c: (str(c["model"]), c["R"] or 0, c["alpha"] or 0, c["cell"]))
+    return out

@@ -109,6 +109,8 @@ class Evaluator:
             "estimator": (self.e.md_estimator if md else "exact"),
             "samples": self.e.md_samples if md and self.e.md_estimator == "mc" else None,
             "seed": self.e.seed, "limit": self.e.limit, "precision": self.precision,
+            "md_masks": ("shared by the requests of one item (common random numbers)"
+                         if md and self.e.md_estimator == "mc" else None),
             "prompt_format": "<s> context continuation (context and continuation tokenised jointly)",
             "attention": {"ar": "causal", "md": "bidirectional, continuation masked",
                           "prefix": "bidirectional over <s>+context, causal over the continuation"}[mode],
@@ -122,11 +124,12 @@ class Evaluator:
         task = self._task(name)
         items = task.items(self.e.limit, self.e.seed)
         pairs = [(r.context, r.continuation) for it in items for r in it.requests]
+        groups = [i for i, it in enumerate(items) for _ in it.requests]  # an item's requests share MD masks
         results = {}
         for mode in self.e.modes:
             t0 = time.perf_counter()
             flat = self.scorer.score(pairs, mode, self.e.md_estimator, self.e.md_samples, self.e.seed,
-                                     greedy=task.exact_match)
+                                     greedy=task.exact_match, groups=groups)
             elapsed = time.perf_counter() - t0
             per_item, k = [], 0
             for it in items:

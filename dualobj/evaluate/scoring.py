@@ -15,6 +15,10 @@ so no row sees padding or another row.
     (k_s = floor((s + u_s) n / K) + 1, which is uniform on {1..n} over the strata), which keeps the mean
     unbiased and lowers its variance; the reported standard error (sample std / sqrt K) ignores the
     stratification, so it is conservative. A one-token continuation is scored exactly.
+    Given ``groups`` (the item of each request), the requests of one item share their mask draws (common
+    random numbers, ``mask_draws``): the same strata, the same masks where lengths are equal, overlapping
+    masks where not. Each request's estimate keeps its distribution; the differences between an item's
+    answers, which decide its accuracy, lose most of the masks' noise.
     It is the default because it is the quantity the MD objective trains and a proper bound, so
     scores compare across models and with the AR likelihood.
   - ``pll``: pseudo-log-likelihood: each continuation token masked alone (n passes), deterministic,
@@ -115,17 +119,24 @@ class Scorer:
 
     # ----------------------------------------------------------------- modes
     def score(self, pairs: list[tuple[str, str]], mode: str = "ar", estimator: str = "mc", samples: int = 8,
-              seed: int = 0, greedy: bool = True) -> list[Score]:
+              seed: int = 0, greedy: bool = True, groups: list[int] | None = None) -> list[Score]:
         """Score (context, continuation) pairs; returns one Score per pair, in order. ``greedy=False``: MD mode
-        leaves Score.greedy None instead of running the extra all-masked pass that decides it."""
+        leaves Score.greedy None instead of running the extra all-masked pass that decides it.
+
+        ``groups`` (MD ``mc`` only; ignored otherwise): the item each pair belongs to, e.g. its question's
+        index. The pairs of one item share their mask draws (see ``mask_draws``). None: every pair draws its
+        masks alone, exactly as a group of its own would.
+        """
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {MODES}")
+        if groups is not None and len(groups) != len(pairs):
+            raise ValueError(f"{len(groups)} groups for {len(pairs)} pairs; give one item index per pair")
         enc = [self.encode(c, x) for c, x in pairs]
         if mode in ("ar", "prefix"):
             return self._exact(enc, prefix=mode == "prefix")
         if estimator == "pll":
             return self._pll(enc, greedy)
-        return self._mc(enc, samples, seed, greedy)
+        return self._mc(enc, samples, seed, greedy, groups)
 
     def _exact(self, enc, prefix: bool) -> list[Score]:
         out: list[Score | None] = [None] * len(enc)
@@ -168,18 +179,14 @@ class Scorer:
         return [bool((r.argmax == torch.tensor(enc[i][1])).all())
                 for (i, _), r in zip(jobs, self._run_masked(enc, jobs), strict=True)]
 
-    def _mc(self, enc, samples: int, seed: int, want_greedy: bool = True) -> list[Score]:
-        g = torch.Generator().manual_seed(seed)
+    def _mc(self, enc, samples: int, seed: int, want_greedy: bool = True,
+            groups: list[int] | None = None) -> list[Score]:
+        """The unbiased MC ELBO estimate of each request, its standard error and its K per-draw values."""
         jobs, weights = [], []
-        for i, (_, cont) in enumerate(enc):
-            n = len(cont)
-            u = torch.rand(samples, generator=g, dtype=torch.float64)
-            for k in stratified_k(u[None], torch.tensor([n]))[0].tolist():
-                m = [False] * n
-                for c in torch.randperm(n, generator=g)[:k].tolist():
-                    m[c] = True
+        for i, masks in enumerate(mask_draws([len(cont) for _, cont in enc], samples, seed, groups)):
+            for m in masks:
                 jobs.append((i, m))
-                weights.append(n / k)
+                weights.append(len(m) / sum(m))  # n / k
         reads = self._run_masked(enc, jobs)
         greedy = self._greedy_md(enc) if want_greedy else [None] * len(enc)
         per_item: list[list[float]] = [[] for _ in enc]
@@ -189,7 +196,7 @@ class Scorer:
         for i, vals in enumerate(per_item):
             v = torch.tensor(vals, dtype=torch.float64)
             se = float(v.std(unbiased=True) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
-            out.append(Score(float(v.mean()), len(enc[i][1]), greedy[i], se))
+            out.append(Score(float(v.mean()), len(enc[i][1]), greedy[i], se, tuple(vals)))
         return out
 
     def _pll(self, enc, want_greedy: bool = True) -> list[Score]:
@@ -199,3 +206,42 @@ class Scorer:
             total[i] += float(r.logprob[m.index(True)])
         greedy = self._greedy_md(enc) if want_greedy else [None] * len(enc)
         return [Score(total[i], len(enc[i][1]), greedy[i]) for i in range(len(enc))]
+
+
+def mask_draws(lengths: list[int], samples: int, seed: int, groups: list[int] | None = None) -> list[list[list[bool]]]:
+    """Per request (continuation of ``lengths[i]`` tokens): its K = ``samples`` masks, True = masked.
+
+    Requests are drawn group by group from one generator seeded with ``seed``, each group when its first
+    request comes (None: every request is a group of its own). A group draws K stratum offsets u_s, shared
+    by its requests, and each request takes k_s = floor((s + u_s) n / K) + 1 from its own length n
+    (``stratified_k``). Then, per draw s:
+
+    * a group of one request masks ``randperm(n)[:k_s]``: the draws of scoring without groups, seed for seed;
+    * a larger group draws one uniform rank per position of its longest continuation, and each request
+      masks its k_s lowest-ranked positions among its own n. Requests of equal length get identical masks
+      (the same positions), shorter ones the best overlap the ranks allow (common random numbers).
+
+    Either way each request's k is uniform on {1..n} over the strata and, given k, its masked positions are
+    a uniform k-subset: each request's estimator is the one it has alone (unbiased); only the dependence
+    between the requests of a group changes.
+    """
+    g = torch.Generator().manual_seed(seed)
+    members: dict[int, list[int]] = {}
+    for i, group in enumerate(range(len(lengths)) if groups is None else groups):
+        members.setdefault(group, []).append(i)
+    out: list[list[list[bool]]] = [[] for _ in lengths]
+    for idx in members.values():
+        u = torch.rand(1, samples, generator=g, dtype=torch.float64)
+        ks = {i: stratified_k(u, torch.tensor([lengths[i]]))[0].tolist() for i in idx}
+        for s in range(samples):
+            if len(idx) == 1:
+                picked = {idx[0]: torch.randperm(lengths[idx[0]], generator=g)[:ks[idx[0]][s]]}
+            else:
+                rank = torch.rand(max(lengths[i] for i in idx), generator=g, dtype=torch.float64)
+                picked = {i: torch.argsort(rank[:lengths[i]])[:ks[i][s]] for i in idx}
+            for i, positions in picked.items():
+                mask = [False] * lengths[i]
+                for c in positions.tolist():
+                    mask[c] = True
+                out[i].append(mask)
+    return out

@@ -35,3 +35,4 @@ class Score:
     n_tokens: int  # number of continuation tokens
     greedy: bool | None  # every continuation token is the model's argmax (None: not asked for, MD mode)
     se: float = 0.0  # standard error of an MC estimate (0 for exact modes and PLL)
+    draws: tuple[float, ...] = ()  # MD mc: the K per-draw estimates whose mean is logprob (() otherwise)

@@ -1,4 +1,4 @@
-"""Common random numbers for MD-mode choices.
+"""Common random numbers for MD-mode choices, and the Monte-Carlo part of an accuracy's standard error.
 
 The answers of one item share their mask draws (``Scorer.score(..., groups=...)``); each answer's estimate
 must stay the unbiased ELBO estimate it is alone, checked against the ELBO enumerated on a toy model with
@@ -17,6 +17,8 @@ from test_estimators import ALPHABET, BOS, MASK, FixedDist, V, _Tok, conditional
 
 from dualobj.evaluate import scoring
 from dualobj.evaluate.scoring import Scorer, mask_draws
+from dualobj.evaluate.tasks import ChoiceTask, ClozeTask, PairsTask, PartialTask, p_correct, with_mc_standard_errors
+from dualobj.evaluate.types import Item, Request, Score
 from dualobj.metrics import stratified_k
 
 CTX = [20, 21]
@@ -180,3 +182,84 @@ def test_groups_must_match_the_pairs(toy):
     s, _, _ = toy
     with pytest.raises(ValueError, match="2 groups for 3 pairs"):
         s.score([("ctx", "a")] * 3, "md", samples=2, groups=[0, 0])
+
+
+# --------------------------------------------------------------------------- the MC standard error
+
+
+def S(draws: tuple[float, ...], greedy: bool | None = None) -> Score:
+    return Score(float(np.mean(draws)), 1, greedy, 0.0, tuple(draws))
+
+
+def test_p_correct_is_phi_of_the_paired_difference():
+    d = np.array([1.0, 2.0, 3.0, 4.0])
+    z = d.mean() / (d.std(ddof=1) / 2)
+    assert p_correct([tuple(d), (0.0,) * 4], 0, True) == pytest.approx(0.5 * math.erfc(-z / math.sqrt(2)))
+    assert p_correct([(0.0,) * 4, tuple(d)], 0, False) == pytest.approx(0.5 * math.erfc(z / math.sqrt(2)))
+    # the rival is the strongest other choice by mean; the weaker one is ignored
+    p = p_correct([(1.0, 3.0), (2.0, 2.0), (-9.0, -9.0)], 0, False)
+    assert p == pytest.approx(0.5)
+    # per byte: scaled before the difference
+    assert p_correct([(2.0, 6.0), (2.0, 2.0)], 0, True, scale=[2.0, 1.0]) == pytest.approx(0.5)  # d = (-1, 1)
+    # no spread (exact one-token continuations): the decision as made; one draw: unknown
+    assert p_correct([(1.0, 1.0), (1.0, 1.0)], 0, True) == 1.0
+    assert p_correct([(1.0, 1.0), (2.0, 2.0)], 0, False) == 0.0
+    assert math.isnan(p_correct([(1.0,), (2.0,)], 0, False))
+
+
+def test_mc_standard_error_is_the_binomial_of_each_items_flip_probability():
+    res = with_mc_standard_errors({"n": 4, "chance": 0.5}, {"acc": [0.5, 1.0, 0.0, 0.9]})
+    want = math.sqrt(0.25 + 0.09) / 4
+    assert res["acc_mc_se"] == pytest.approx(want) and res["score_mc_se"] == pytest.approx(200 * want)
+    assert "acc_norm_mc_se" not in res
+
+
+def test_tasks_add_mc_errors_only_when_scores_carry_draws():
+    items = [Item([Request("Q:", " a"), Request("Q:", " bbbb")], 0, {}) for _ in range(3)]
+    scores = [[S((-1.0, -2.0)), S((-1.5, -2.5))],  # d = (0.5, 0.5): no spread, correct -> p = 1
+              [S((-1.0, -3.0)), S((-2.0, -2.0))],  # d = (1, -1): mean 0 -> p = 1/2 (a tie: correct here)
+              [S((-4.0, -4.0)), S((-1.0, -1.0))]]  # wrong, no spread -> p = 0
+    out = ChoiceTask("mc", items, {}).score(items, scores)
+    assert out["acc"] == pytest.approx(2 / 3) and out["acc_mc_se"] == pytest.approx(0.5 / 3)
+    assert out["score_mc_se"] == pytest.approx(100 * out["acc_mc_se"] / 0.5)
+    assert out["acc_se"] == pytest.approx(math.sqrt(2 / 3 * 1 / 3 / 3))  # unchanged meaning
+    assert "acc_norm_mc_se" in out and "score_norm_mc_se" in out
+    exact = [[Score(-1.0, 1, None), Score(-2.0, 1, None)] for _ in items]
+    assert "acc_mc_se" not in ChoiceTask("mc", items, {}).score(items, exact)
+
+    pairs = PairsTask("blimp", items, {}).score(items, scores)
+    assert pairs["acc"] == pytest.approx(1 / 3) and pairs["acc_mc_se"] == pytest.approx(0.5 / 3)  # ties lose
+    partial = PartialTask("wino", items, {}).score(items, scores)
+    assert partial["acc_mc_se"] == pytest.approx(0.5 / 3)
+    cloze_items = [Item([Request("c", " w")], 0, {}) for _ in range(2)]
+    cloze_scores = [[S((-1.0, -3.0), True)], [S((-1.0, -2.0), False)]]
+    cloze = ClozeTask("lambada", cloze_items, {}).score(cloze_items, cloze_scores)
+    assert cloze["acc_mc_se"] == 0.0  # greedy exact match does not depend on the mask draws
+
+
+def test_evaluator_groups_an_items_requests_and_keeps_the_mc_error(monkeypatch):
+    from dualobj import config
+    from dualobj.evaluate.evaluator import Evaluator, headline_of
+
+    items = [Item([Request("Q:", " a"), Request("Q:", " b"), Request("Q:", " c")], 1, {}),
+             Item([Request("R:", " x"), Request("R:", " y")], 0, {})]
+    task = ChoiceTask("toy", items, {})
+    seen = {}
+
+    class FakeScorer:
+        def score(self, pairs, mode, estimator, samples, seed, greedy=True, groups=None):
+            seen[mode] = groups
+            draws = mode == "md"
+            return [Score(-float(i), 1, None, 0.0, (-float(i), -float(i) - (i % 2)) if draws else ())
+                    for i in range(len(pairs))]
+
+    ev = Evaluator.__new__(Evaluator)
+    ev.e = config.EvalConfig(modes=["ar", "md"], limit=None)
+    ev.scorer = FakeScorer()
+    monkeypatch.setattr(ev, "_task", lambda name: task, raising=False)
+    monkeypatch.setattr(ev, "recipe", lambda mode: {"mode": mode}, raising=False)
+    res = ev.run_task("toy")
+    assert seen["md"] == [0, 0, 0, 1, 1]
+    assert "acc_mc_se" in res["results"]["md"] and "acc_mc_se" not in res["results"]["ar"]
+    head = headline_of(res)
+    assert head["eval_mc_se/toy/md"] == res["results"]["md"]["score_mc_se"] and "eval_mc_se/toy/ar" not in head

@@ -253,6 +253,8 @@ class Evaluator:
         summary = read_json(self.rd.summary_path)
         for k in [k for k in summary if k.startswith(("eval/avg/", "eval_se/avg/"))]:
             summary.pop(k)  # an average describes exactly the task set named beside it
+        for k in [k for k in headline if k.startswith("eval/")]:
+            summary.pop("eval_mc_se/" + k[len("eval/"):], None)  # a re-scored task's MC SE is its new one or none
         summary.update(headline)
         write_json(self.rd.summary_path, summary)
         if self.rd.status().get("summary_sha256"):  # keep the done run's checksum true
@@ -261,7 +263,8 @@ class Evaluator:
 
 def headline_of(res: dict) -> dict[str, float]:
     """summary.json's keys for one task's results: eval/<task>/<mode> and its SE eval_se/<task>/<mode>
-    (chance-normalised scores) and the items scored eval_n/<task>; or eval/val/<mode>_bpb for validation."""
+    (chance-normalised scores), in MD mode (``mc``) also eval_mc_se/<task>/<mode> (the SE over mask draws with
+    the items fixed, ``score_mc_se``), and the items scored eval_n/<task>; or eval/val/<mode>_bpb for validation."""
     out = {} if res["task"] == "val" else {f"eval_n/{res['task']}": res["n_items"]}
     for mode, r in res["results"].items():
         if res["task"] == "val":
@@ -269,6 +272,8 @@ def headline_of(res: dict) -> dict[str, float]:
         else:
             out[f"eval/{res['task']}/{mode}"] = r["score"]
             out[f"eval_se/{res['task']}/{mode}"] = r["score_se"]
+            if "score_mc_se" in r:
+                out[f"eval_mc_se/{res['task']}/{mode}"] = r["score_mc_se"]
     return out
 
 

@@ -18,6 +18,9 @@ accuracies (the three types live in ``dualobj.evaluate.types``). Four kinds:
 Scores are chance-normalised: ``score = 100 * (acc - chance) / (1 - chance)`` (0 = chance, 100 = perfect,
 negative = below chance).
 
+Two standard errors (see ``with_standard_errors`` and ``with_mc_standard_errors``): ``acc_se`` over the items
+(binomial), and, in MD mode with the ``mc`` estimator, ``acc_mc_se`` over the mask draws with the items fixed.
+
 Reading the benchmark files is ``dualobj.evaluate.benchmarks``; the built-in probes are
 ``dualobj.evaluate.probes``; which task names exist and how to build one is ``dualobj.evaluate.registry``.
 """
@@ -40,15 +43,68 @@ def chance_normalise(acc: float, chance: float) -> float:
     return 100.0 * (acc - chance) / (1.0 - chance)
 
 
+ACCURACIES = (("acc", "score"), ("acc_norm", "score_norm"))  # each accuracy and its chance-normalised score
+
+
 def with_standard_errors(res: dict[str, Any]) -> dict[str, Any]:
     """Add ``acc_se`` (and ``acc_norm_se``) = sqrt(acc (1 - acc) / n), and ``score_se`` (``score_norm_se``)
-    in the chance-normalised units: 100 acc_se / (1 - chance). Binomial: items are independent draws."""
+    in the chance-normalised units: 100 acc_se / (1 - chance).
+
+    Binomial: the standard error of the accuracy over the population of items the n were drawn from, each
+    item's outcome a Bernoulli draw. In MD mode that outcome is also random through the mask draws, and for
+    independent items the binomial variance already contains that noise (law of total variance:
+    Var(acc) = E[Var(acc | items)] + Var(E[acc | items]); the first term is ``acc_mc_se`` squared).
+    """
     n, chance = res["n"], res["chance"]
-    for acc, score in (("acc", "score"), ("acc_norm", "score_norm")):
+    for acc, score in ACCURACIES:
         if acc in res:
             se = math.sqrt(res[acc] * (1 - res[acc]) / n) if n else float("nan")
             res[f"{acc}_se"], res[f"{score}_se"] = se, 100.0 * se / (1.0 - chance)
     return res
+
+
+def with_mc_standard_errors(res: dict[str, Any], p_correct: dict[str, list[float]]) -> dict[str, Any]:
+    """Add ``acc_mc_se`` (and ``acc_norm_mc_se``) = sqrt(sum_i p_i (1 - p_i)) / n and ``score_mc_se``
+    (``score_norm_mc_se``) = 100 acc_mc_se / (1 - chance), from ``p_correct[acc]``: per item, the
+    probability p_i that another draw of the MD masks would score it correct (see ``p_correct``).
+
+    It estimates the standard deviation of the accuracy over evaluation seeds (``eval.md_samples`` mask
+    draws each) with the items fixed: the Monte-Carlo noise of the estimator alone. ``acc_se`` (binomial)
+    already includes it for independent items; sqrt(acc_se^2 - acc_mc_se^2) is the part due to which items
+    were drawn, the error that would remain with infinitely many masks. Compare two evaluations of the
+    same items (two seeds, K against K') with ``acc_mc_se``; a model's accuracy on the task with ``acc_se``.
+    """
+    n, chance = res["n"], res["chance"]
+    for acc, score in ACCURACIES:
+        if acc in p_correct:
+            p = np.asarray(p_correct[acc], dtype=float)
+            se = math.sqrt(float(np.sum(p * (1 - p)))) / n if n else float("nan")
+            res[f"{acc}_mc_se"], res[f"{score}_mc_se"] = se, 100.0 * se / (1.0 - chance)
+    return res
+
+
+def p_correct(draws: list[tuple[float, ...]], gold: int, correct: bool, scale: list[float] | None = None) -> float:
+    """The probability that another draw of the MD masks would decide an item the way that makes it correct.
+
+    ``draws[j]``: choice j's K per-draw estimates (``Score.draws``), divided by ``scale[j]`` when given (the
+    bytes, for acc_norm). The rival is the other choice with the highest mean; d_s = gold_s - rival_s over
+    the draws s (paired: with common random numbers draw s of every choice of an item shares its masks, and
+    without them the pairs are independent, so their spread is right either way). P = Phi(mean(d) / se(d)),
+    se(d) = std(d) / sqrt(K): the normal approximation to another mean of K draws keeping its sign. When d
+    does not vary (e.g. one-token continuations, scored exactly) P is 1 or 0 as ``correct`` (the item's
+    decision) says; with one draw it is nan. With several close rivals it overstates P (only the strongest
+    is counted).
+    """
+    v = np.asarray(draws, dtype=float) / (np.asarray(scale, dtype=float)[:, None] if scale is not None else 1.0)
+    if v.shape[1] < 2:
+        return float("nan")
+    others = [j for j in range(len(v)) if j != gold]
+    rival = others[int(np.argmax(v[others].mean(axis=1)))]
+    d = v[gold] - v[rival]
+    se = float(d.std(ddof=1)) / math.sqrt(len(d))
+    if not se > 1e-12 * max(1.0, float(np.abs(d).max())):
+        return float(correct)
+    return 0.5 * math.erfc(-float(d.mean()) / se / math.sqrt(2))  # Phi(mean / se)
 
 
 def choice_bytes(request: Request) -> int:
@@ -117,11 +173,20 @@ class Task:
 
     def score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
         """Accuracy (and the task's other numbers) of the scorer's answers, each accuracy with its binomial
-        standard error ``<name>_se`` = sqrt(acc (1 - acc) / n) and the chance-normalised score's."""
+        standard error ``<name>_se`` = sqrt(acc (1 - acc) / n) and the chance-normalised score's; when the
+        scores carry Monte-Carlo draws (MD mode, ``mc``), also ``<name>_mc_se``, the part of the spread over
+        evaluation seeds that the mask draws cause with the items fixed (``with_mc_standard_errors``)."""
         _check_scores(items, scores)
-        return with_standard_errors(self._score(items, scores))
+        res = with_standard_errors(self._score(items, scores))
+        if any(x.draws for s in scores for x in s):
+            res = with_mc_standard_errors(res, self._p_correct(items, scores))
+        return res
 
     def _score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _p_correct(self, items: list[Item], scores: list[list[Score]]) -> dict[str, list[float]]:
+        """Per accuracy name, per item: the probability that another mask draw scores it correct."""
         raise NotImplementedError
 
     def recipe(self) -> dict[str, Any]:
@@ -195,6 +260,10 @@ class PairsTask(Task):
             "n_per_field": {k: len(v) for k, v in sorted(by_field.items())},
         }
 
+    def _p_correct(self, items: list[Item], scores: list[list[Score]]) -> dict[str, list[float]]:
+        return {"acc": [p_correct([x.draws for x in s], it.gold, s[it.gold].logprob > s[1 - it.gold].logprob)
+                        for it, s in zip(items, scores, strict=True)]}
+
 
 class ChoiceTask(Task):
     """Multiple choice: the gold continuation must be the most likely one."""
@@ -205,13 +274,19 @@ class ChoiceTask(Task):
                "of the choice text; ties -> lowest index. score = chance-normalised acc, score_norm = "
                "chance-normalised acc_norm; chance = mean over items of 1/len(choices)")
 
+    @staticmethod
+    def _decide(item: Item, s: list[Score]) -> tuple[bool, bool, list[float]]:
+        """Whether the item is correct by summed log-likelihood and per byte, and its choices' bytes."""
+        lp = np.array([x.logprob for x in s], dtype=float)
+        nb = np.array([choice_bytes(r) for r in item.requests], dtype=float)
+        return int(np.argmax(lp)) == item.gold, int(np.argmax(lp / nb)) == item.gold, nb.tolist()
+
     def _score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
         right, right_norm = [], []
         for it, s in zip(items, scores, strict=True):
-            lp = np.array([x.logprob for x in s], dtype=float)
-            nb = np.array([choice_bytes(r) for r in it.requests], dtype=float)
-            right.append(int(np.argmax(lp)) == it.gold)
-            right_norm.append(int(np.argmax(lp / nb)) == it.gold)
+            ok, ok_norm, _ = self._decide(it, s)
+            right.append(ok)
+            right_norm.append(ok_norm)
         acc, acc_norm, chance = float(np.mean(right)), float(np.mean(right_norm)), self.chance_of(items)
         return {
             "acc": acc,
@@ -221,6 +296,15 @@ class ChoiceTask(Task):
             "n": len(items),
             "chance": chance,
         }
+
+    def _p_correct(self, items: list[Item], scores: list[list[Score]]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {"acc": [], "acc_norm": []}
+        for it, s in zip(items, scores, strict=True):
+            ok, ok_norm, nb = self._decide(it, s)
+            draws = [x.draws for x in s]
+            out["acc"].append(p_correct(draws, it.gold, ok))
+            out["acc_norm"].append(p_correct(draws, it.gold, ok_norm, nb))
+        return out
 
 
 class ClozeTask(Task):
@@ -251,6 +335,10 @@ class ClozeTask(Task):
             "n_tokens": total_tok,
         }
 
+    def _p_correct(self, items: list[Item], scores: list[list[Score]]) -> dict[str, list[float]]:
+        """Greedy exact match comes from one all-masked pass, which no mask draw changes: p is 0 or 1."""
+        return {"acc": [float(bool(s[it.gold].greedy)) for it, s in zip(items, scores, strict=True)]}
+
 
 class PartialTask(Task):
     """Partial scoring: the shared continuation must be most likely under the gold context option."""
@@ -264,6 +352,10 @@ class PartialTask(Task):
         right = [int(np.argmax([x.logprob for x in s])) == it.gold for it, s in zip(items, scores, strict=True)]
         acc, chance = float(np.mean(right)), self.chance_of(items)
         return {"acc": acc, "score": chance_normalise(acc, chance), "n": len(items), "chance": chance}
+
+    def _p_correct(self, items: list[Item], scores: list[list[Score]]) -> dict[str, list[float]]:
+        return {"acc": [p_correct([x.draws for x in s], it.gold, int(np.argmax([x.logprob for x in s])) == it.gold)
+                        for it, s in zip(items, scores, strict=True)]}
 
 
 KINDS: dict[str, type[Task]] = {c.kind: c for c in (ChoiceTask, ClozeTask, PairsTask, PartialTask)}  # by `kind:`

@@ -31,14 +31,15 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 demo: install
 	$(BIN)/dualobj train model=tiny data.repetitions=4 objective.alpha=0.5 train.tokens=200000 eval.limit=40 eval.md_samples=4 eval.val_windows=32 out=runs/demo
 
-# Two test processes (pytest-xdist): most end-to-end tests wait on subprocesses, so two overlap well on 2 cores.
+# Two test processes (pytest-xdist): most end-to-end tests wait on subprocesses, so two overlap well on 2 cores;
+# the slow tests are collected first (tests/conftest.py) and worksteal keeps both workers busy to the end.
 # --durations: the 15 slowest tests, so a slow one shows before the suite outgrows CI.
 TEST_WORKERS ?= 2
 test: install-dev
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --durations=15
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 test-fast: install-dev
-	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not slow" --durations=15
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow" --durations=15
 
 lint: install-dev
 	$(BIN)/ruff check dualobj tests bench

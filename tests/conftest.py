@@ -53,9 +53,15 @@ MICRO = [
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` need CUDA: skip them, saying so, where there is none."""
+    """The slow tests start first (the test marked ``longest`` before them), so that under pytest-xdist
+    the long ones overlap the many short ones instead of running alone at the end; and tests marked
+    ``gpu`` need CUDA: skip them, saying so, where there is none."""
     import torch
 
+    def rank(item) -> int:
+        return 0 if item.get_closest_marker("longest") else 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable: the collection order within each rank
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False); `make bench-gpu` on one")

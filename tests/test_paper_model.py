@@ -24,6 +24,7 @@ CPU_OVERRIDES = ["model.seq_len=64", "train.batch_size=2", "train.micro_batch_si
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 def test_paper_470m_trains_two_muon_steps_on_cpu(cache_dir, tmp_path):
     out = tmp_path / "paper"
     res = subprocess.run([sys.executable, "-m", "dualobj.cli", "train", "model=paper_470m", "train=paper",

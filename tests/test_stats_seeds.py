@@ -162,3 +162,54 @@ def test_a_finding_fails_only_beyond_noise():
 
 def by_name(checks):
     return {c["name"]: c for c in checks}
+
+
+# ----------------------------------------------------------------------------- the GP knows the noise
+def test_the_gp_noise_floor_is_the_lower_confidence_limit_of_the_seed_variance():
+    from dualobj.stats.gp import noise_floor
+
+    df = grid(planted(0.06), seeds=3, noise=0.02, rng=np.random.default_rng(5))
+    g = SeedGrid(df, "val/ar_bpb")
+    y = df["val/ar_bpb"].to_numpy()
+    low = g.noise.run_sd ** 2 * g.noise.run_df / stats.chi2.isf(0.05, g.noise.run_df)  # 56 df
+    assert g.noise.run_df == 56 and noise_floor(df, "val/ar_bpb", y) == pytest.approx(low / np.var(y))
+    assert noise_floor(grid(planted(0.06), seeds=1), "val/ar_bpb", y) is None  # no replicate: no floor
+
+
+@pytest.mark.slow
+def test_the_gp_is_calibrated_on_three_seed_grids():
+    """Leave one cell out: the GP fitted on the other 27 cells' runs predicts the left-out cell's mean. On
+    smooth surfaces with known noise, the 90% intervals of four grids (112 cells) hold the left-out mean in
+    about 90% of cells (binomial sd of the share: 0.028); no interval is narrower than the seed noise of a
+    3-seed mean allows."""
+    from dualobj.stats.gp import loo_cell_coverage
+
+    smooth = lambda r, a: 2.0 + 0.3 * (a - 1 / (1 + math.log2(r))) ** 2 + 0.05 * math.log2(r)  # noqa: E731
+    covs = [loo_cell_coverage(grid(smooth, seeds=3, noise=0.02, rng=np.random.default_rng(k)), "val/ar_bpb",
+                              n_restarts=1) for k in range(4)]
+    assert all(len(c) == 28 and (c["n_seeds"] == 3).all() for c in covs)
+    assert 0.85 <= np.mean([c.attrs["coverage"] for c in covs]) <= 0.97
+    assert min(c["half_width"].min() for c in covs) >= 0.7 * 1.645 * 0.02 / math.sqrt(3)
+
+
+def test_grid_stats_reads_a_record_and_writes_the_verdicts(tmp_path):
+    """bench/grid_stats.py on a recorded grid (bench/record_grid.py's format): the tables ± se, the best α
+    per R, the verdicts and the GP's calibration, with best_alpha.csv and checks.csv."""
+    import json
+
+    from conftest import bench_module
+
+    rng = np.random.default_rng(1)
+    cells = [{"run_id": f"r{i}", "model": "tiny", "R": r, "alpha": a, "seed": s,
+              "metrics": {"val/ar_bpb": planted(0.06)(r, a) + rng.normal(0, 0.005),
+                          "val/md_bpb": planted(0.06)(r, a) + 0.1 + rng.normal(0, 0.005)}}
+             for i, (r, a, s) in enumerate((r, a, s) for r in LEVELS for a in ALPHAS for s in range(2))]
+    record = tmp_path / "grid.json"
+    record.write_text(json.dumps({"source": "synthetic", "cells": cells}))
+    text = bench_module("grid_stats").report(record, tmp_path / "out")
+    assert "56 runs, 28 cells, 2 seed(s) per cell" in text and "| 1 | 15/16 | 2.00" in text
+    best = pd.read_csv(tmp_path / "out" / "best_alpha.csv")
+    assert list(best["best_alpha"][:4]) == [15 / 16, 3 / 4, 1 / 4, 1 / 16] and best["resolved"].all()
+    checks = pd.read_csv(tmp_path / "out" / "checks.csv")
+    assert list(checks.columns) == ["check", "metric", "verdict", "evidence"] and len(checks) == 6
+    assert "### GP calibration" in text

@@ -99,6 +99,8 @@ def p_correct(draws: list[tuple[float, ...]], gold: int, correct: bool, scale: l
     if v.shape[1] < 2:
         return float("nan")
     others = [j for j in range(len(v)) if j != gold]
+    if not others:
+        return float(correct)
     rival = others[int(np.argmax(v[others].mean(axis=1)))]
     d = v[gold] - v[rival]
     se = float(d.std(ddof=1)) / math.sqrt(len(d))
@@ -186,8 +188,9 @@ class Task:
         raise NotImplementedError
 
     def _p_correct(self, items: list[Item], scores: list[list[Score]]) -> dict[str, list[float]]:
-        """Per accuracy name, per item: the probability that another mask draw scores it correct."""
-        raise NotImplementedError
+        """Per accuracy name, per item: the probability that another mask draw scores it correct (none known
+        here: a task kind that does not say reports no ``_mc_se``)."""
+        return {}
 
     def recipe(self) -> dict[str, Any]:
         """Everything that defines the numbers: prompt format, scoring, normalisation, chance, source."""

@@ -136,7 +136,8 @@ def test_lm_eval_gives_the_scores_and_accuracy_of_dualobj_eval(run, task, ours, 
     pairs = [tuple(a) for s in samples for a in s["arguments"]]
     assert pairs == [(q, " " + c) for q, cs, _ in ITEMS for c in cs]  # the very requests dualobj eval scores
     e = lm.ev.e
-    want = lm.ev.scorer.score(pairs, mode, e.md_estimator, e.md_samples, e.seed)
+    docs = [s["doc_id"] for s in samples for _ in s["arguments"]]  # an item's choices share their MD masks
+    want = lm.ev.scorer.score(pairs, mode, e.md_estimator, e.md_samples, e.seed, groups=docs)
     logprobs = [r[0][0] for s in samples for r in s["resps"]]
     assert logprobs == pytest.approx([w.logprob for w in want], abs=1e-6)
     assert res["config"]["dualobj_mode"] == mode and res["config"]["dualobj_recipe"]["checkpoint_step"] == lm.ev.step

@@ -48,6 +48,14 @@ DEFAULT_GEN_TOKENS = 256  # lm-eval's default max_gen_toks, capped by the model'
 LM_EVAL_SETTINGS = {"batch_size", "max_batch_size", "device", "trust_remote_code"}
 
 
+def doc_groups(requests) -> list[int]:
+    """The document of each request (lm-eval's task name and doc_id), numbered in order of appearance: the
+    answer choices of one document share their MD mask draws, as in `dualobj eval`."""
+    ids: dict = {}
+    return [ids.setdefault((getattr(r, "task_name", None), getattr(r, "doc_id", i)), len(ids))
+            for i, r in enumerate(requests)]
+
+
 @register_model(NAME)
 class DualobjLM(LM):
     """A finished dualobj run as an lm-eval model (see the module doc)."""
@@ -76,7 +84,8 @@ class DualobjLM(LM):
     # ----------------------------------------------------------------- what lm-eval asks
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         pairs = [tuple(r.args[:2]) for r in requests]
-        scores = self.ev.scorer.score(pairs, self.mode, self.estimator, self.samples, self.seed)
+        scores = self.ev.scorer.score(pairs, self.mode, self.estimator, self.samples, self.seed,
+                                      groups=doc_groups(requests))
         out = [(s.logprob, s.greedy) for s in scores]
         for pair, res in zip(pairs, out, strict=True):
             self.cache_hook.add_partial("loglikelihood", pair, res)

@@ -222,8 +222,14 @@ def reading(got: dict) -> str:
             "more alike their texts (PIQA's two solutions often differ in a few words), the more; probe_mc's "
             "distractors come from other documents, so their estimates hardly co-vary. What remains is each "
             "choice's own noise, which only more draws (`eval.md_samples`) lower. The `dualobj eval` rows move "
-            f"mostly with the items each seed picks (`acc_se` is {min(ratios):.1f}-{max(ratios):.1f} times "
-            "`acc_mc_se` here), so their before/after difference says little about the masks.")
+            f"mostly with the items each seed picks (`acc_se` is {span(ratios)} times `acc_mc_se` here), so their "
+            "before/after difference says little about the masks.")
+
+
+def span(values: list[float]) -> str:
+    """"1.4-2.2", or "about 2.1" when the values agree to one decimal."""
+    lo, hi = f"{min(values):.1f}", f"{max(values):.1f}"
+    return f"about {lo}" if lo == hi else f"{lo}-{hi}"
 
 
 def main(argv=None) -> str | None:

@@ -7,7 +7,9 @@ is decoupled and applied to all parameters, as in the official code.
 
 torch's Muon orthogonalises in bf16 always; ours takes the dtype from the hardware (``ns_bf16``): bf16
 where bf16 matmuls are native (GPUs, AVX512-BF16/AMX CPUs), fp32 elsewhere, where an emulated bf16
-matmul is about 100x slower than fp32.
+matmul is about 100x slower than fp32. The fp32 iteration pads the long side of a matrix with zero columns
+to a multiple of 64 (they stay zero and add nothing to the Gram matrix): BLAS runs the paper model's
+1024x3554 feed-forward matrices about 20% faster at width 3584 on a CPU.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ class Muon(torch.optim.Muon):
                 p.add_(update.to(p.dtype), alpha=-g["lr"] * scale)
 
 
+_ALIGN = 64  # the fp32 iteration's width is padded to a multiple of this
+
+
 def newton_schulz(g: torch.Tensor, coefficients, steps: int, eps: float, dtype: torch.dtype) -> torch.Tensor:
     """The quintic Newton-Schulz iteration towards the orthogonal factor of ``g`` (Keller Jordan's Muon)."""
     a, b, c = coefficients
@@ -76,9 +81,13 @@ def newton_schulz(g: torch.Tensor, coefficients, steps: int, eps: float, dtype: 
     if tall:
         x = x.T
     x = x / x.norm().clamp(min=eps)
+    width = x.shape[1]
+    if dtype == torch.float32 and width % _ALIGN:  # bf16 stays exactly torch's Muon
+        x = torch.nn.functional.pad(x, (0, _ALIGN - width % _ALIGN))
     for _ in range(steps):
         gram = x @ x.T
         x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    x = x[:, :width]
     return x.T if tall else x
 
 

@@ -84,3 +84,21 @@ def test_the_matmul_probe_measures_a_positive_rate():
                     reason=f"this CPU has no native bf16 (capability {runtime.cpu_capability()})")
 def test_native_bf16_hosts_pick_bf16_by_default():
     assert runtime.use_bf16("auto", torch.device("cpu")) and runtime.precision_note("auto", torch.device("cpu")) is None
+
+
+def test_fp32_newton_schulz_pads_to_an_aligned_width_without_changing_the_map():
+    """Zero columns stay zero and add nothing to the Gram matrix: the padded fp32 iteration (an odd width
+    like the paper model's 3554) equals the same iteration run unpadded, up to fp32 summation order."""
+    import dualobj.optim as optim
+
+    coeffs = torch.optim.Muon(_params(), **NS).defaults["ns_coefficients"]
+    for shape in [(24, 100), (100, 24), (32, 64)]:  # wide, tall (transposed first), already aligned
+        g = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+        padded = newton_schulz(g, coeffs, 5, 1e-7, torch.float32)
+        try:
+            optim._ALIGN = 1  # every width is a multiple of 1: no padding
+            plain = newton_schulz(g, coeffs, 5, 1e-7, torch.float32)
+        finally:
+            optim._ALIGN = 64
+        assert padded.shape == g.shape
+        torch.testing.assert_close(padded, plain, rtol=1e-5, atol=1e-6)

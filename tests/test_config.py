@@ -188,3 +188,24 @@ def test_each_model_config_states_the_parameter_count_of_the_model_it_builds(pat
     with torch.device("meta"):  # no memory: the 470M model is counted, never allocated
         model = Transformer(config.load([f"model={path.stem}"]).model)
     assert (model.num_params(), model.num_params(non_embedding=True)) == (total, non_emb)
+
+
+def test_cached_composition_equals_hydras_for_every_shipped_sweep_cell(tmp_path):
+    """compose() caches Hydra's composition of the group choices and applies key=value overrides to a copy:
+    every cell of every shipped sweep file (and overrides that touch groups, lists and top-level keys)
+    composes to exactly what one Hydra compose of all its overrides gives."""
+    from omegaconf import OmegaConf
+
+    from dualobj import sweep as S
+
+    cases = [["model=tiny", "model.d_model=32", "seed=3", "eval.tasks=[val,piqa]", "train=paper"],
+             ["objective.alpha=63/64", "data.repetitions=16", "model=small"]]
+    for path in sorted((CONF_DIR.parent / "sweeps").glob("*.yaml")):
+        spec = S.load_spec(path)
+        cases += [c.overrides for c in S.plan(spec, tmp_path)[:6]]
+    for ov in cases:
+        fast, slow = config.compose(ov), config.compose_uncached(ov)
+        assert OmegaConf.to_container(fast) == OmegaConf.to_container(slow), ov
+    bad = config.compose(["model=tiny"])  # the cached composition is never changed by a call's overrides
+    config.compose(["model=tiny", "model.d_model=48"])
+    assert config.compose(["model=tiny"]).model.d_model == bad.model.d_model != 48

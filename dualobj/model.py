@@ -227,14 +227,13 @@ class Transformer(nn.Module):
             self.check_attention(idx.device, compiled=torch.compiler.is_compiling())
         return "sdpa" if a == "flex" and not self.flex_ok else a
 
-    @torch.compiler.disable
     def check_attention(self, device, compiled: bool) -> None:
         """Trust FlexAttention on ``device`` only if it matches the dense mask (``flex_check``); else the
         model uses the dense mask. Call it before ``torch.compile`` (the trainer does); on a first use inside
         a compiled graph it runs there, at the cost of one graph break."""
         device = torch.device(device)
         if self.cfg.attention == "flex" or (self.cfg.attention == "auto" and device.type == "cuda"):
-            self.flex_ok = flex_check(device, compiled or device.type == "cuda")
+            self.flex_ok = _flex_check_outside_graph(device, compiled or device.type == "cuda")
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
@@ -380,8 +379,11 @@ def _flex_probe_diff(device: torch.device) -> float:
 
 
 # On CPU the mask is built eagerly even inside a compiled model: inductor's CPU flex kernel fails on
-# masks computed inside its graph ("NoValidChoicesError"), and takes them fine as graph inputs.
-_flex_mask_outside_graph = torch.compiler.disable(_flex_mask)
+# masks computed inside its graph ("NoValidChoicesError"), and takes them fine as graph inputs. The check
+# runs eagerly too. torch's lazy form of torch.compiler.disable imports torch._dynamo (2-3 s on a CPU) on
+# the first call only, so a process that never compiles nor uses flex (eval, sweep cells) never pays it.
+_flex_mask_outside_graph = torch._disable_dynamo(_flex_mask)
+_flex_check_outside_graph = torch._disable_dynamo(flex_check)
 
 
 def document_ids(idx: torch.Tensor, bos_id: int) -> torch.Tensor:

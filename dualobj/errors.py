@@ -18,3 +18,12 @@ class DataError(DualObjError):
 
 class RunDirError(DualObjError):
     """A run directory is unusable (not writable, damaged, from another version)."""
+
+
+class EvalStopped(DualObjError):
+    """A stop was requested (SIGTERM, Ctrl-C) during an evaluation; raised between tasks or between batches.
+    The tasks finished before it are on disk; ``done`` names them."""
+
+    def __init__(self, done: list[str] | None = None):
+        self.done = list(done or [])
+        super().__init__(f"evaluation stopped after {len(self.done)} task(s)")

@@ -29,7 +29,7 @@ from dualobj.budget import Budget
 from dualobj.config import Config, run_id, to_yaml
 from dualobj.data.repetition import RepeatedStream, val_windows
 from dualobj.data.tokens import TokenizedCorpus, prepare_corpus
-from dualobj.errors import ConfigError, DualObjError, RunDirError
+from dualobj.errors import ConfigError, DualObjError, EvalStopped, RunDirError
 from dualobj.faults import maybe_die, maybe_hold
 from dualobj.logger import LocalLogger, make_logger
 from dualobj.metrics import batch_rows, validation_metrics
@@ -73,6 +73,7 @@ class Trained:
     run_dir: Path
     step: int  # the last training step
     say: Callable[[str], None]  # prints a line where the run's messages go (rank 0 only)
+    stopping: Callable[[], bool] = lambda: False  # true once a stop was requested (SIGTERM, Ctrl-C)
 
 
 AfterHook = Callable[[Trained], dict]  # end-of-training work (evaluation); returns summary fields
@@ -344,7 +345,7 @@ class Trainer:
         if self.after:  # before "done", so a run killed while evaluating redoes its evaluation
             self.rd.set_status(phase="eval")
             t0 = time.perf_counter()
-            summary.update(self.after(Trained(self.model, self.corpus, self.rd.path, self.total_steps, self.say)))
+            summary.update(self._evaluate())
             summary["eval_time_s"] = time.perf_counter() - t0
             self.say(f"evaluation: {summary['eval_time_s']:.0f} s (training: {summary['train_time_s']:.0f} s)")
         write_json(self.rd.summary_path, summary)  # with the evaluation's headline scores
@@ -352,6 +353,19 @@ class Trainer:
                            summary_sha256=sha256_file(self.rd.summary_path))
         logger.summary(summary)
         return summary
+
+    def _evaluate(self) -> dict:
+        """The end-of-training hook; a stop request during it ends the run as interrupted, keeping the
+        tasks it finished (a re-run evaluates the rest)."""
+        try:
+            return self.after(Trained(self.model, self.corpus, self.rd.path, self.total_steps, self.say,
+                                      stopping=lambda: self._stop_signal is not None))
+        except EvalStopped as e:
+            name = signal.Signals(self._stop_signal or signal.SIGTERM).name
+            msg = (f"stopped by {name} during the evaluation, {len(e.done)} task(s) kept; "
+                   f"re-run the same command to evaluate the rest")
+            self.status(state="interrupted", phase="eval", error=msg)
+            raise Interrupted(msg, self._stop_signal or signal.SIGTERM) from None
 
     def _loop(self, start: int, logger) -> dict:
         """Train from ``start`` to the last step; return the newest train/* values."""

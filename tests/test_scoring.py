@@ -131,3 +131,20 @@ def test_long_contexts_are_cut_from_the_left(model, tok):
     s = scorer(model, tok)
     c, x = s.encode(" ".join(TEXTS[:10]), " the sea")
     assert len(c) + len(x) == 32 and x == s.encode("the river", " the sea")[1]
+
+
+def test_a_stop_request_ends_scoring_between_batches(model, tok):
+    """Scorer.stopping is checked before every batch: scoring stops after the batch that was running when
+    the request came, in every mode, and scores nothing more (EvalStopped)."""
+    from dualobj.errors import EvalStopped
+
+    for mode in ("ar", "prefix", "md"):
+        s = scorer(model, tok, batch_size=1)
+        calls = []
+        s.stopping = lambda calls=calls: calls.append(1) or len(calls) > 2  # true at the third check
+        forwards = []
+        real = s._forward
+        s._forward = lambda *a, real=real, forwards=forwards, **k: forwards.append(1) or real(*a, **k)
+        with pytest.raises(EvalStopped):
+            s.score(PAIRS, mode, samples=2)
+        assert len(calls) == 3 and len(forwards) == 2, (mode, len(calls), len(forwards))

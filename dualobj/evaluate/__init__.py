@@ -36,6 +36,8 @@ def train_and_evaluate(cfg: Config, out: str | Path | None = None, console=None,
 
         ev = Evaluator(trained.run_dir, cfg.eval, cfg, model=trained.model, corpus=trained.corpus,
                        step=trained.step)  # the run's own settings decide: scores of an attempt
-        return ev.run(skip_missing=True, say=trained.say, overwrite=True)["headline"]  # killed mid-way are redone
+        # a stop request ends it between tasks or batches (EvalStopped); a re-run scores only what is missing
+        return ev.run(skip_missing=True, say=trained.say, overwrite=True, stopping=trained.stopping,
+                      keep_done=True)["headline"]
 
     return train(cfg, out, console, max_attempts, after=evaluate_at_end if cfg.eval.at_end else None)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from dualobj import __version__
 from dualobj import config as C
-from dualobj.errors import DataError, RunDirError
+from dualobj.errors import DataError, EvalStopped, RunDirError
 from dualobj.metrics import batch_rows
 from dualobj.run import RunDir, read_json, sha256_file, write_json
 from dualobj.runtime import pick_device, use_bf16
@@ -154,6 +155,8 @@ class Evaluator:
         for mode in self.e.modes:
             if mode not in VAL_KEYS:
                 continue  # prefix-LM needs a context/continuation split; val windows have none
+            if self.scorer.stopping():
+                raise EvalStopped()
             t0 = time.perf_counter()
             got = validation_metrics(self.model, win, c, modes=(mode,), batch_size=self.rows,
                                      md_samples=self.e.md_samples, seed=self.e.seed, autocast=self.autocast)
@@ -165,15 +168,21 @@ class Evaluator:
         return {"task": "val", "n_items": len(win), "results": results, "task_recipe": {"split": "validation"}}
 
     # ----------------------------------------------------------------- all
-    def run(self, skip_missing: bool = False, say=print, overwrite: bool = False) -> dict:
+    def run(self, skip_missing: bool = False, say=print, overwrite: bool = False,
+            stopping: Callable[[], bool] | None = None, keep_done: bool = False) -> dict:
         """Run every task; write eval/<task>.json; merge headline scores into summary.json.
 
         Scores already on disk that were made with another recipe (limit, seed, samples, checkpoint, ...)
         are never replaced silently: without ``overwrite`` that is a ConfigError before anything runs.
+        ``stopping``: checked between tasks and between batches; when true, EvalStopped is raised and the
+        tasks finished so far stay on disk. ``keep_done``: a task whose file holds every requested mode with
+        this recipe (an earlier, stopped attempt) is kept, not scored again.
         """
         from dualobj.evaluate.registry import expand_tasks
-        from dualobj.faults import maybe_die
+        from dualobj.faults import maybe_die, maybe_hold
 
+        stopping = stopping or (lambda: False)
+        self.scorer.stopping = stopping
         names = expand_tasks(list(self.e.tasks))
         self._check_recipes(names, overwrite, say)
         headline: dict[str, float] = {}
@@ -181,14 +190,21 @@ class Evaluator:
         for i, name in enumerate(names):
             if i == 1:
                 maybe_die("eval")
-            try:
-                res = self.run_task(name)
-            except DataError as err:
-                if skip_missing and "not found" in str(err):
-                    say(f"eval: skipping {name} ({err})")
-                    continue
-                raise
-            self._write_task(res)
+            maybe_hold("eval", C.run_id(self.cfg), i, stopping=stopping)
+            if stopping():
+                raise EvalStopped(done)
+            res = self._stored_task(name) if keep_done else None
+            if res is None:
+                try:
+                    res = self.run_task(name)
+                except DataError as err:
+                    if skip_missing and "not found" in str(err):
+                        say(f"eval: skipping {name} ({err})")
+                        continue
+                    raise
+                except EvalStopped as err:
+                    raise EvalStopped(done) from err
+                self._write_task(res)
             done.append(res["task"])
             headline.update(headline_of(res))
             say(f"eval: {res['task']}: " + ", ".join(
@@ -204,6 +220,21 @@ class Evaluator:
         except FileNotFoundError:
             return {}
         return {k: v for k, v in summary.items() if k.startswith(("eval/", "eval_se/", "eval_n/"))}
+
+    def _stored_task(self, name: str) -> dict | None:
+        """eval/<task>.json when it holds every requested mode made with this recipe, else None."""
+        try:
+            res = read_json(self.rd.path / "eval" / f"{Path(name).stem}.json")
+            stored = res["results"]
+        except (FileNotFoundError, KeyError, TypeError, RunDirError):
+            return None
+        for mode in self.e.modes:
+            if name == "val" and mode not in VAL_KEYS:
+                continue  # validation has no prefix mode
+            theirs = stored.get(mode, {}).get("recipe", {})
+            if mode not in stored or any(theirs.get(k) != self.recipe(mode).get(k) for k in RECIPE_KEYS):
+                return None
+        return res
 
     def _write_task(self, res: dict) -> None:
         res.update(run_id=C.run_id(self.cfg), written=time.time())

@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from dualobj.errors import EvalStopped
 from dualobj.evaluate.types import Score
 from dualobj.metrics import stratified_k
 
@@ -57,6 +59,7 @@ class Scorer:
         self.autocast, self.batch_size = autocast, batch_size
         self.max_tokens = max_tokens or batch_size * 128  # tokens per forward pass: bounds the logits
         self.device = next(model.parameters()).device
+        self.stopping: Callable[[], bool] = lambda: False  # checked before every batch (EvalStopped)
 
     # ----------------------------------------------------------------- tokenisation
     def encode(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -111,11 +114,16 @@ class Scorer:
         for i in order:  # order is sorted by length, so the last one added is the longest
             longest = max(longest, lengths[i])
             if batch and (len(batch) >= self.batch_size or (len(batch) + 1) * longest > budget):
-                yield batch
+                yield self._unless_stopping(batch)
                 batch, longest = [], lengths[i]
             batch.append(i)
         if batch:
-            yield batch
+            yield self._unless_stopping(batch)
+
+    def _unless_stopping(self, batch: list[int]) -> list[int]:
+        if self.stopping():
+            raise EvalStopped()
+        return batch
 
     # ----------------------------------------------------------------- modes
     def score(self, pairs: list[tuple[str, str]], mode: str = "ar", estimator: str = "mc", samples: int = 8,

@@ -180,10 +180,12 @@ def descendants(pid: int, parents: dict[int, int] | None = None) -> list[int]:
 
 
 @contextmanager
-def _stop_cells_on_term(enabled: bool, grace_s: float = 300.0):
+def _stop_cells_on_term(enabled: bool, grace_s: float = 60.0, run_dirs: list[Path] | None = None):
     """While joblib runs the cells: SIGTERM or SIGHUP to the sweep is passed on to the cells' processes (each
-    saves a checkpoint and marks its run interrupted), waited for up to ``grace_s``, then raised here as
-    KeyboardInterrupt, which ends the workers. A killed sweep leaves no process behind; a re-run resumes."""
+    stops within seconds, in training or evaluation, and marks its run interrupted), waited for up to
+    ``grace_s``; cells still alive then are killed and their runs (among ``run_dirs``) marked interrupted.
+    Then it is raised here as KeyboardInterrupt, which ends the workers. No process is left behind; a re-run
+    resumes."""
     import threading
 
     if not enabled or threading.current_thread() is not threading.main_thread():
@@ -201,6 +203,8 @@ def _stop_cells_on_term(enabled: bool, grace_s: float = 300.0):
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and set(cells) & set(_parents()):
             time.sleep(0.2)
+        if late := set(cells) & set(_parents()):
+            _kill_late_cells(late, run_dirs or [], grace_s)
         raise KeyboardInterrupt
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
@@ -209,6 +213,25 @@ def _stop_cells_on_term(enabled: bool, grace_s: float = 300.0):
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _kill_late_cells(pids: set[int], run_dirs: list[Path], grace_s: float) -> None:
+    """SIGKILL cell processes that outlived the grace, wait until they are gone (their run locks free), and
+    mark the runs they left "running" as interrupted: a re-run resumes them from their last checkpoint."""
+    from dualobj.run import RunDir
+
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    while pids & set(_parents()):
+        time.sleep(0.05)
+    for d in run_dirs:
+        rd = RunDir(d)
+        if rd.status().get("state") == "running" and not rd.is_locked():
+            rd.set_status(state="interrupted", error=f"killed by the sweep {grace_s:g} s after its stop request "
+                                                     "(grace); re-run the sweep to resume it")
 
 
 def _release_memory() -> None:
@@ -285,7 +308,7 @@ def launch(cells: list[Cell], spec: SweepSpec, out_dir: Path, hydra_args: list[s
     )
     if joblib:
         os.environ[SWEEP_PID] = str(os.getpid())  # the workers inherit it: the process they must not outlive
-    with _stop_cells_on_term(enabled=joblib):
+    with _stop_cells_on_term(enabled=joblib, grace_s=spec.grace, run_dirs=[Path(c.cfg.out) for c in cells]):
         returns = launcher.launch(job_ov, initial_job_idx=0)
     results = []
     for c, r in zip(cells, returns, strict=True):

@@ -13,6 +13,13 @@ A sweep file (``sweeps/*.yaml``)::
     retries: 1                                      # a failed cell is tried 1 + retries times
     throughput: {tiny: 9000}                        # tokens/s per model, for the plan's time estimate
     seeds: 3                                        # every cell once per seed 0, 1, 2 (or a list: [0, 1, 2])
+    grace: 60                                       # seconds a stopped sweep gives its cells (default 60)
+
+``grace:`` bounds a stopped sweep's shutdown: SIGTERM or SIGHUP to the sweep passes SIGTERM on to its cells,
+which stop within seconds in any phase (training saves a checkpoint; an evaluation keeps the tasks it
+finished); cells still alive after ``grace`` seconds are killed and marked interrupted. A cluster kills a
+job some time after its SIGTERM (SLURM's grace, KillWait, is 30-120 s at most sites); ask SLURM for the
+signal early enough, e.g. ``sbatch --signal=B:TERM@90`` with the default 60.
 
 With ``seeds:`` (optional) every cell of the file is run once per seed, with the override ``seed=<s>``:
 ``N`` means seeds 0 .. N-1, a list names them (distinct whole numbers >= 0). The whole grid is listed
@@ -38,7 +45,8 @@ import yaml
 from dualobj import config as C
 from dualobj.errors import ConfigError
 
-SPEC_KEYS = {"name", "description", "fixed", "axes", "cells", "launcher", "retries", "throughput", "search", "seeds"}
+SPEC_KEYS = {"name", "description", "fixed", "axes", "cells", "launcher", "retries", "throughput", "search", "seeds",
+             "grace"}
 SEARCH_KEYS = {"metric", "goal", "axis", "space", "values", "range", "step", "conditions", "initial", "budget",
                "batch", "seed"}
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
@@ -56,6 +64,7 @@ class SweepSpec:
     throughput: dict[str, float] = field(default_factory=dict)
     search: SearchSpec | None = None  # the adaptive search of a `search:` block (dualobj/sweep/search.py)
     seeds: list[int] | None = None  # `seeds:`: every cell runs once per seed; None: at the config's seed
+    grace: float = 60.0  # seconds a stopped sweep waits for its cells to stop before killing them
 
 
 @dataclass
@@ -373,8 +382,12 @@ def load_spec(path: str | Path) -> SweepSpec:
     throughput = raw.get("throughput") or {}
     if not isinstance(throughput, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in throughput.values()):
         raise ConfigError(f"sweep file {p}: 'throughput' must map model names to tokens/s > 0")
+    grace = raw.get("grace", 60)
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 < grace <= 3600:
+        raise ConfigError(f"sweep file {p}: 'grace' must be a number of seconds in (0, 3600], got {grace!r}")
     return SweepSpec(name=name, path=p, fixed=fixed, axes=axes, cells=cells, launcher=launcher,
-                     retries=retries, throughput=throughput, search=search, seeds=_seeds(p, raw, fixed, axes, cells))
+                     retries=retries, throughput=throughput, search=search, seeds=_seeds(p, raw, fixed, axes, cells),
+                     grace=float(grace))
 
 
 def cell_overrides(spec: SweepSpec, extra: list[str] | None = None) -> list[list[str]]:

@@ -123,7 +123,10 @@ MICRO_SWEEP = ["model.vocab_size=512", "model.d_model=32", "model.n_layers=2", "
 @pytest.mark.slow
 def test_a_sweep_killed_again_and_again_finishes_every_cell_once(cache_dir, tmp_path):
     out = tmp_path / "sweep"
-    argv = [sys.executable, "-m", "dualobj.cli", "sweep", str(ROOT / "sweeps" / "smoke.yaml"), "--out", str(out),
+    spec = tmp_path / "three.yaml"  # two cells at once and one waiting: every kill lands in a running cell
+    spec.write_text("name: three\nfixed: [model=tiny, data.repetitions=8]\naxes:\n  objective.alpha: [0, 1/2, 1]\n"
+                    "launcher: {name: joblib, jobs: 2}\nretries: 1\n")
+    argv = [sys.executable, "-m", "dualobj.cli", "sweep", str(spec), "--out", str(out),
             *MICRO_SWEEP, f"train.tokens={STEP_TOKENS * 16}", f"data.cache_dir={cache_dir}"]
     rng = random.Random(7)
     kills = 0
@@ -142,7 +145,7 @@ def test_a_sweep_killed_again_and_again_finishes_every_cell_once(cache_dir, tmp_
     final = subprocess.run(argv, capture_output=True, text=True, timeout=HANG_S)
     assert final.returncode == 0, final.stderr[-2000:]
     rows = status_rows(out)
-    assert len(rows) == 6 and all(r.state == "done" for r in rows)  # no cell lost
+    assert len(rows) == 3 and all(r.state == "done" for r in rows)  # no cell lost
     for r in rows:  # no cell trained twice: every step logged once, in order
         steps = [json.loads(line)["step"] for line in (out / r.run_id / "metrics.jsonl").read_text().splitlines()]
         assert steps == sorted(set(steps)) and steps[-1] == 16

@@ -40,6 +40,8 @@ def spec_file(tmp_path, text: str) -> Path:
     ("name: x\ncells: [1, 2]\n", "'cells' must be a list of mappings"),
     ("name: x\naxes: {seed: [0]}\nretries: -1\n", "'retries' must be a whole number"),
     ("name: x\naxes: {seed: [0]}\nfixed: [model]\n", "'fixed' must be a list of key=value"),
+    ("name: x\naxes: {seed: [0]}\ngrace: 0\n", "'grace' must be a number of seconds in (0, 3600]"),
+    ("name: x\naxes: {seed: [0]}\ngrace: soon\n", "'grace' must be a number of seconds in (0, 3600]"),
 ])
 def test_bad_sweep_files_get_one_clear_line(tmp_path, text, fragment):
     with pytest.raises(ConfigError) as e:
@@ -161,6 +163,12 @@ MICRO_CLI = ["model.vocab_size=512", "model.d_model=32", "model.n_layers=2", "mo
              "model.seq_len=32", "train.batch_size=8", "eval.at_end=false"]
 
 
+def three_cells(tmp_path) -> Path:
+    """smoke.yaml's α axis at one R: enough for two cells running at once and one waiting (kill tests)."""
+    return spec_file(tmp_path, "name: three\nfixed: [model=tiny, data.repetitions=8]\n"
+                               "axes:\n  objective.alpha: [0, 1/2, 1]\nlauncher: {name: joblib, jobs: 2}\nretries: 1\n")
+
+
 def sweep_cli(*args, env=None, **kw):
     return subprocess.run([sys.executable, "-m", "dualobj.cli", "sweep", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, **kw)
@@ -210,7 +218,7 @@ def test_two_sweeps_on_one_folder_train_each_cell_once(tmp_path, cache_dir):
     import signal
 
     out = tmp_path / "sweep"
-    args = [str(ROOT / "sweeps" / "smoke.yaml"), "hydra/launcher=basic", "--out", str(out), *MICRO_CLI,
+    args = [str(three_cells(tmp_path)), "hydra/launcher=basic", "--out", str(out), *MICRO_CLI,
             "train.tokens=2560", f"data.cache_dir={cache_dir}"]
     # The first sweep is frozen inside a cell; the second runs whole meanwhile and must leave that cell
     # alone ("running elsewhere"); then the first goes on, finishes its cell and finds the rest done.
@@ -225,7 +233,7 @@ def test_two_sweeps_on_one_folder_train_each_cell_once(tmp_path, cache_dir):
     assert first.wait(timeout=HANG_S) == 0, (tmp_path / "first.log").read_text()[-2000:]
     outs = [((tmp_path / "first.log").read_text(), ""), (second.stdout, second.stderr)]
     rows = status_rows(out)
-    assert len(rows) == 6 and all(r.state == "done" for r in rows), outs
+    assert len(rows) == 3 and all(r.state == "done" for r in rows), outs
     assert all(r.attempts == 1 for r in rows), [(r.run_id, r.attempts) for r in rows]
     assert f"{held}: running elsewhere" in second.stderr, second.stderr[-2000:]
     for r in rows:
@@ -237,7 +245,7 @@ def test_two_sweeps_on_one_folder_train_each_cell_once(tmp_path, cache_dir):
 def test_killed_sweep_finishes_on_rerun_without_training_a_cell_twice(tmp_path, cache_dir):
 
     out = tmp_path / "sweep"
-    args = [str(ROOT / "sweeps" / "smoke.yaml"), "--out", str(out), *MICRO_CLI, "train.tokens=5120",
+    args = [str(three_cells(tmp_path)), "--out", str(out), *MICRO_CLI, "train.tokens=5120",
             "train.checkpoint_every=4", f"data.cache_dir={cache_dir}"]
     proc = subprocess.Popen([sys.executable, "-m", "dualobj.cli", "sweep", *args], start_new_session=True,
                             env={**os.environ, "DUALOBJ_STEP_DELAY": "0.05"},
@@ -262,7 +270,7 @@ def test_killed_sweep_finishes_on_rerun_without_training_a_cell_twice(tmp_path, 
     res = sweep_cli(*args)
     assert res.returncode == 0, res.stderr[-2000:]
     after = status_rows(out)
-    assert all(r.state == "done" for r in after) and len(after) == 6
+    assert all(r.state == "done" for r in after) and len(after) == 3
     for k in finished:  # finished cells were skipped, not re-run
         assert (out / k / "status.json").read_text() == stamps[k]
     for r in after:
@@ -336,12 +344,12 @@ def test_a_cell_process_killed_by_the_os_fails_that_cell_and_the_sweep_goes_on(t
     """joblib workers train each cell in a fresh process: one killed with SIGKILL (as the OOM killer does)
     is a failed cell, reported in one line, not a lost worker that ends the sweep; a re-run finishes it."""
     out = tmp_path / "sweep"
-    args = [str(ROOT / "sweeps" / "smoke.yaml"), "hydra/launcher=joblib", "--out", str(out),
+    args = [str(three_cells(tmp_path)), "hydra/launcher=joblib", "--out", str(out),
             *MICRO_CLI, "train.tokens=2048", f"data.cache_dir={cache_dir}"]
     killed = sweep_cli(*args, env={"DUALOBJ_FAULT": "step@2"}, timeout=HANG_S)
     assert "Traceback" not in killed.stderr and "TerminatedWorkerError" not in killed.stderr, killed.stderr[-3000:]
-    assert killed.stderr.count("ended with exit code -9 (killed: out of memory?)") == 6, killed.stderr[-3000:]
-    assert "0/6 cells done" in killed.stderr
+    assert killed.stderr.count("ended with exit code -9 (killed: out of memory?)") == 3, killed.stderr[-3000:]
+    assert "0/3 cells done" in killed.stderr
     again = sweep_cli(*args, timeout=HANG_S)
     assert again.returncode == 0, again.stderr[-2000:]
     assert all(r.state == "done" for r in status_rows(out))
@@ -383,7 +391,7 @@ def test_a_sweep_killed_alone_leaves_no_process_and_its_cells_resume(tmp_path, c
     workers and their cell processes do not train on. The cells checkpoint and stop (interrupted), every
     process of the sweep ends, and a re-run finishes each cell from its checkpoint."""
     out, hold = tmp_path / "sweep", tmp_path / "hold"
-    args = [str(ROOT / "sweeps" / "smoke.yaml"), "hydra/launcher=joblib", "--out", str(out), *MICRO_CLI,
+    args = [str(three_cells(tmp_path)), "hydra/launcher=joblib", "--out", str(out), *MICRO_CLI,
             "train.tokens=5120", "train.checkpoint_every=4", f"data.cache_dir={cache_dir}"]
     # Both running cells pause before step 8 (checkpoint at 4 written) until they are told to stop: the
     # signal reaches a sweep whose two cells are mid-way, however slow or busy the machine.
@@ -408,3 +416,8 @@ def test_a_sweep_killed_alone_leaves_no_process_and_its_cells_resume(tmp_path, c
     assert all(r.state == "done" for r in status_rows(out))
     for k in held:  # the re-run's attempt is the run's second: the same run directory, picked up again
         assert json.loads((out / k / "status.json").read_text())["attempts"] == 2
+
+
+def test_grace_defaults_to_60_seconds_and_is_read_from_the_file(tmp_path):
+    assert S.load_spec(ROOT / "sweeps" / "smoke.yaml").grace == 60.0
+    assert S.load_spec(spec_file(tmp_path, "name: x\naxes: {seed: [0]}\ngrace: 90\n")).grace == 90.0

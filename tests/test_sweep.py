@@ -421,3 +421,15 @@ def test_a_sweep_killed_alone_leaves_no_process_and_its_cells_resume(tmp_path, c
 def test_grace_defaults_to_60_seconds_and_is_read_from_the_file(tmp_path):
     assert S.load_spec(ROOT / "sweeps" / "smoke.yaml").grace == 60.0
     assert S.load_spec(spec_file(tmp_path, "name: x\naxes: {seed: [0]}\ngrace: 90\n")).grace == 90.0
+
+
+def test_a_joblib_sweep_with_one_job_trains_its_cells(tmp_path, cache_dir):
+    """joblib runs one job in the sweep's own process: the cell still gets its fresh process (this used to
+    end the sweep silently, exit 0 with nothing trained, as if its parent were gone)."""
+    spec = spec_file(tmp_path, "name: one\nfixed: [model=tiny]\naxes:\n  seed: [0, 1]\n"
+                               "launcher: {name: joblib, jobs: 1}\n")
+    res = sweep_cli(str(spec), "--out", str(tmp_path / "runs"), *MICRO_CLI, "train.tokens=512",
+                    f"data.cache_dir={cache_dir}", timeout=HANG_S)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = status_rows(tmp_path / "runs")
+    assert len(rows) == 2 and all(r.state == "done" for r in rows), [(r.run_id, r.state) for r in rows]

@@ -116,7 +116,12 @@ def _cell_process(argv: list[str]) -> int | None:
     import subprocess
 
     sweep = int(os.environ.get(SWEEP_PID, os.getppid()))
-    if os.getppid() != sweep:
+    inside = os.getpid() == sweep  # joblib with one job runs its tasks in the sweep's own process
+
+    def sweep_gone() -> bool:
+        return not inside and os.getppid() != sweep
+
+    if sweep_gone():
         return None
     proc = subprocess.Popen(argv)
     while True:
@@ -124,9 +129,9 @@ def _cell_process(argv: list[str]) -> int | None:
             code = proc.wait(timeout=1.0)
             break
         except subprocess.TimeoutExpired:
-            if os.getppid() != sweep:
+            if sweep_gone():
                 proc.terminate()
-    return None if os.getppid() != sweep else code
+    return None if sweep_gone() else code
 
 
 def cell_main() -> None:

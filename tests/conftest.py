@@ -45,6 +45,19 @@ def kill_group_when(proc, ready, what: str):
     proc.wait()
     return got
 
+def group_alive(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    alive = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            state, _, pgrp = (d / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(pgrp) == pgid and state != "Z":
+            alive.append(int(d.name))
+    return alive
+
+
 # A micro model that trains in about a second on CPU; every e2e test builds on it.
 MICRO = [
     "model.vocab_size=512", "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64",

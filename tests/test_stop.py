@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HANG_S, MICRO
+from conftest import HANG_S, MICRO, group_alive
 
 from dualobj.run.status import status_rows
 
@@ -46,22 +46,10 @@ def _alive(pids) -> list[int]:
     return alive
 
 
-def _group(pgid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").glob("[0-9]*"):
-        try:
-            state, _, pgrp = (d / "stat").read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, ValueError):
-            continue
-        if int(pgrp) == pgid and state != "Z":
-            out.append(int(d.name))
-    return out
-
-
 def _wait_gone(pgid: int) -> None:
     deadline = time.time() + HANG_S
-    while _group(pgid):
-        assert time.time() < deadline, f"processes live on: {_group(pgid)}"
+    while group_alive(pgid):
+        assert time.time() < deadline, f"processes live on: {group_alive(pgid)}"
         time.sleep(0.05)
 
 

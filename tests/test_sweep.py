@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HANG_S, kill_group_when
+from conftest import HANG_S, group_alive, kill_group_when
 
 from dualobj import config
 from dualobj import sweep as S
@@ -371,19 +371,6 @@ def test_the_second_seed_grid_shares_the_mini_grids_seed_one_cells(tmp_path):
     assert len(shared) == 8 and {seeds[r]["alpha"] for r in shared} == {0.5, 1.0}
 
 
-def _group_alive(pgid: int) -> list[int]:
-    """The live (not zombie) processes of process group ``pgid``."""
-    alive = []
-    for d in Path("/proc").glob("[0-9]*"):
-        try:
-            state, _, pgrp = (d / "stat").read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, ValueError):
-            continue
-        if int(pgrp) == pgid and state != "Z":
-            alive.append(int(d.name))
-    return alive
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
 def test_a_sweep_killed_alone_leaves_no_process_and_its_cells_resume(tmp_path, cache_dir, sig):
@@ -404,8 +391,8 @@ def test_a_sweep_killed_alone_leaves_no_process_and_its_cells_resume(tmp_path, c
         time.sleep(0.02)
     proc.send_signal(getattr(signal, sig))
     code = proc.wait(timeout=HANG_S)
-    while _group_alive(proc.pid):  # the workers and cells end on their own, without being waited for
-        assert time.time() < deadline, f"processes of the killed sweep live on: {_group_alive(proc.pid)}"
+    while group_alive(proc.pid):  # the workers and cells end on their own, without being waited for
+        assert time.time() < deadline, f"processes of the killed sweep live on: {group_alive(proc.pid)}"
         time.sleep(0.05)
     assert code == (130 if sig == "SIGTERM" else -signal.SIGKILL)
     states = {r.run_id: r.state for r in status_rows(out)}

@@ -221,18 +221,28 @@ class Evaluator:
             return {}
         return {k: v for k, v in summary.items() if k.startswith(("eval/", "eval_se/", "eval_n/"))}
 
-    def _stored_task(self, name: str) -> dict | None:
-        """eval/<task>.json when it holds every requested mode made with this recipe, else None."""
+    def _stored(self, name: str) -> dict | None:
+        """What eval/<task>.json holds (with its ``results`` per mode), or None when there is none."""
         try:
             res = read_json(self.rd.path / "eval" / f"{Path(name).stem}.json")
-            stored = res["results"]
+            return res if isinstance(res["results"], dict) else None
         except (FileNotFoundError, KeyError, TypeError, RunDirError):
+            return None
+
+    def _recipe_diff(self, mode: str, theirs: dict) -> list[str]:
+        """The recipe keys where stored scores of ``mode`` differ from this evaluation's, as key=their value."""
+        mine = self.recipe(mode)
+        return [f"{k}={theirs.get(k)!r}" for k in RECIPE_KEYS if theirs.get(k) != mine.get(k)]
+
+    def _stored_task(self, name: str) -> dict | None:
+        """eval/<task>.json when it holds every requested mode made with this recipe, else None."""
+        res = self._stored(name)
+        if res is None:
             return None
         for mode in self.e.modes:
             if name == "val" and mode not in VAL_KEYS:
                 continue  # validation has no prefix mode
-            theirs = stored.get(mode, {}).get("recipe", {})
-            if mode not in stored or any(theirs.get(k) != self.recipe(mode).get(k) for k in RECIPE_KEYS):
+            if mode not in res["results"] or self._recipe_diff(mode, res["results"][mode].get("recipe", {})):
                 return None
         return res
 
@@ -244,17 +254,10 @@ class Evaluator:
         """Refuse (or, with ``overwrite``, announce) replacing scores that were made with another recipe."""
         clashes = []
         for name in names:
-            path = self.rd.path / "eval" / f"{Path(name).stem}.json"
-            try:
-                old = read_json(path)["results"]
-            except (FileNotFoundError, KeyError, TypeError, RunDirError):
-                continue
-            for mode, r in old.items():
-                if mode in self.e.modes:
-                    mine, theirs = self.recipe(mode), r.get("recipe", {})
-                    diff = [f"{k}={theirs.get(k)!r}" for k in RECIPE_KEYS if theirs.get(k) != mine.get(k)]
-                    if diff:
-                        clashes.append(f"eval/{path.name} ({mode}: {', '.join(diff)})")
+            old = self._stored(name)
+            for mode, r in (old or {}).get("results", {}).items():
+                if mode in self.e.modes and (diff := self._recipe_diff(mode, r.get("recipe", {}))):
+                    clashes.append(f"eval/{Path(name).stem}.json ({mode}: {', '.join(diff)})")
         if clashes and not overwrite:
             raise C.ConfigError(f"{len(clashes)} stored score(s) were made with another recipe, e.g. {clashes[0]}; "
                                 f"add --overwrite to replace them, or evaluate with the same settings")

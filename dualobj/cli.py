@@ -75,7 +75,7 @@ def train(overrides: list[str] = OVERRIDES, config_file: Path = CONFIG_FILE) -> 
         f"{summary['tokens_per_s']:,.0f} tok/s"
     )
     if any(k.startswith("eval/avg/") for k in summary):
-        scores = {k: v for k, v in summary.items() if k.startswith(("eval/", "eval_se/", "eval_n/"))}
+        scores = {k: v for k, v in summary.items() if k.startswith(("eval/", "eval_se/", "eval_n/", "eval_acc"))}
         stdout().print(views.scores_table(scores))
     typer.echo(f"run directory: {Path(out).resolve()}")
 
@@ -99,7 +99,8 @@ def show_config(overrides: list[str] = OVERRIDES, config_file: Path = CONFIG_FIL
 @friendly
 def eval_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory written by dualobj train"),
-    overrides: list[str] = typer.Argument(None, help="eval.* overrides, e.g. 'eval.tasks=[blimp,piqa]' eval.limit=200"),
+    overrides: list[str] = typer.Argument(None, help="eval.* overrides, e.g. 'eval.tasks=\\[blimp,piqa]' "
+                                                     "eval.limit=200"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace stored scores made with another recipe."),
 ) -> None:
     """Score a trained run zero-shot in AR, masked-diffusion and prefix-LM modes (writes eval/<task>.json)."""

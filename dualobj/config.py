@@ -115,7 +115,8 @@ class EvalConfig:
     task_set: str = "builtin"  # the task set eval/avg/<mode> averages: builtin | paper9 (all its tasks must be scored)
     task_files: dict[str, str] = field(default_factory=dict)  # declared task -> its data file, {hellaswag: /d/hs.jsonl}
     modes: list[str] = field(default_factory=lambda: ["ar", "md", "prefix"])  # ar | md | prefix (paper's Remark 3)
-    limit: int | None = 200  # items per task, a deterministic seeded subsample (null = all)
+    limit: int | None = 200  # items per task (null = all), taken as eval.subset says
+    subset: str = "random"  # random (a seeded subsample, file order) | first (the first `limit`, as lm-eval's --limit)
     md_estimator: str = "mc"  # mc (unbiased ELBO: k uniform on 1..n, weight n/k, K samples) | pll (one token at a time)
     md_samples: int = 8  # K: masks per item (validation: per window) for the mc estimator
     seed: int = 0  # seeds subsampling, probes and the MD noise
@@ -146,6 +147,7 @@ CHOICES = {
     "data.source": ("wiki", "text", "textdir", "jsonl", "parquet", "tokens", "bin"),
     "train.optimizer": ("adamw", "muon"),
     "train.precision": ("auto", "bf16", "fp32"),
+    "eval.subset": ("random", "first"),
     "logger.name": ("local", "wandb"),
     "logger.mode": ("offline", "online", "disabled"),
     "eval.md_estimator": ("mc", "pll"),

@@ -48,20 +48,22 @@ def config_line(name: str, value, doc: str, default, show_default: bool) -> str:
 
 
 def scores_table(headline: dict):
-    """Scores per task and mode with their standard errors and item counts; * = within 2 SE of chance."""
+    """Scores per task and mode: the chance-normalised score ± its standard error (* = within 2 SE of chance),
+    then the accuracies it comes from (acc, and acc_norm where the task has one); the avg row names its tasks."""
     from rich.table import Table
+
+    from dualobj.evaluate.registry import TASK_SETS
 
     keys = [k for k in headline if k.startswith("eval/") and not k.startswith(("eval/val/", "eval/task_set"))]
     modes = sorted({k.rsplit("/", 1)[1] for k in keys})
     tasks = sorted({k.split("/")[1] for k in keys}, key=lambda t: (t == "avg", t))
-    title = "chance-normalised scores ± standard error (0 = chance, 100 = perfect; * = within 2 SE of chance)"
-    if "eval/task_set" in headline:
-        title += f"; avg = task set {headline['eval/task_set']}"
-    table = Table(title=title)
+    table = Table(title="chance-normalised score ± standard error (0 = chance, 100 = perfect; * = within 2 SE of "
+                        "chance), then acc / acc_norm")
     table.add_column("task")
     table.add_column("n", justify="right")
     for m in modes:
         table.add_column(m, justify="right")
+        table.add_column(f"{m} acc", justify="right")
 
     def cell(t: str, m: str) -> str:
         v, se = headline.get(f"eval/{t}/{m}"), headline.get(f"eval_se/{t}/{m}")
@@ -71,8 +73,17 @@ def scores_table(headline: dict):
             return f"{v:.1f}"
         return f"{v:.1f} ± {se:.1f}" + ("*" if abs(v) <= 2 * se else "")
 
+    def acc(t: str, m: str) -> str:
+        a, n = headline.get(f"eval_acc/{t}/{m}"), headline.get(f"eval_acc_norm/{t}/{m}")
+        return "" if a is None else f"{a:.3f}" + ("" if n is None else f" / {n:.3f}")
+
     for t in tasks:
-        table.add_row(t, str(headline.get(f"eval_n/{t}", "")), *(cell(t, m) for m in modes))
+        label = t
+        if t == "avg" and (name := headline.get("eval/task_set")):
+            label = f"avg of {name} ({', '.join(TASK_SETS.get(name, ()))})"
+        table.add_row(label, str(headline.get(f"eval_n/{t}", "")), *(x for m in modes for x in (cell(t, m), acc(t, m))))
+    if missing := headline.get("eval/task_set_missing"):
+        table.caption = f"no avg of {headline.get('eval/task_set')} in some mode: {missing} not scored there"
     return table
 
 

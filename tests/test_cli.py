@@ -33,6 +33,11 @@ def test_train_help_lists_the_groups_their_options_and_out():
     assert "'eval.tasks=[val,lambada]'" in text  # a list override, quoted for the shell
 
 
+def test_eval_help_shows_its_list_example_whole():
+    res = invoke("eval", "--help")
+    assert res.exit_code == 0 and "'eval.tasks=[blimp,piqa]'" in " ".join(res.stdout.replace("│", " ").split())
+
+
 def test_an_option_named_like_a_config_key_gets_the_override_form():
     for args, hint in [(["train", "--model", "tiny"], "write model=tiny"),
                        (["train", "--model=small"], "write model=small"),

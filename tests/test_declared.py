@@ -91,7 +91,8 @@ def test_a_declaration_given_as_a_path_scores_its_own_layout(tmp_path):
 
 @pytest.mark.parametrize("text, fragment", [
     ("kind: quiz\nfile: x.jsonl\n", "kind='quiz' is not one of choice, cloze, pairs, partial"),
-    ("kind: choice\nfile: x.jsonl\ncontext: q\n", "a choice task needs choices, gold; add them"),
+    ("kind: choice\nfile: x.jsonl\ncontext: q\n",
+     "a choice task needs the key(s) choices, gold; add choices: ... and gold: ... to the declaration"),
     ("kind: pairs\nfile: x.jsonl\ngood: a\nbad: b\nanswer: c\n", "unknown key(s) ['answer']"),
     ("kind: pairs\nfile: x.jsonl\ngood: a\nbad: b\nchance: 2\n", "chance=2 must be a number in [0, 1)"),
     ("- a list\n", "must be a mapping"),
@@ -110,6 +111,17 @@ def test_a_line_without_the_declared_field_names_the_line_and_the_field(bench):
     write_jsonl(bench / "siqa" / "dev.jsonl", [{**SIQA[0], "label": "7"}])
     with pytest.raises(DataError, match=r"line 1: field label = 7 names none of its 3 choices"):
         get_task("siqa", bench)
+
+
+def test_a_declared_task_without_its_file_names_the_simplest_fix(tmp_path, bench):
+    (tmp_path / "hs.yaml").write_text("kind: choice\nfile: hellaswag/val.jsonl\ncontext: ctx\nchoices: endings\n"
+                                      "gold: label\n")
+    for folder in (bench, tmp_path / "absent"):
+        with pytest.raises(DataError) as e:
+            get_task(str(tmp_path / "hs.yaml"), folder)
+        msg = str(e.value)
+        assert "hellaswag/val.jsonl" in msg and "set eval.task_files.hs=<path of the file>" in msg, msg
+        assert "\n" not in msg
 
 
 def test_field_paths():

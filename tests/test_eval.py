@@ -133,3 +133,97 @@ def test_generate_rejects_a_bad_mode(trained):
     res = subprocess.run([sys.executable, "-m", "dualobj.cli", "generate", str(trained), "--mode", "sideways"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "--mode 'sideways' is not one of ar, md, prefix" in res.stderr
+
+
+def _task_files(run_dir) -> dict:
+    """eval/*.json without what differs between two evaluations of the same recipe (speed, time written)."""
+    out = {}
+    for p in sorted((run_dir / "eval").glob("*.json")):
+        d = json.loads(p.read_text())
+        d.pop("written")
+        for r in d["results"].values():
+            r.pop("items_per_s")
+        out[p.name] = d
+    return out
+
+
+def test_per_mode_runs_accumulate_to_the_files_of_one_run_of_all_modes(trained, tmp_path):
+    import shutil
+
+    one, seq = tmp_path / "one", tmp_path / "seq"
+    for d in (one, seq):
+        shutil.copytree(trained, d, ignore=shutil.ignore_patterns("eval"))
+        summary = json.loads((d / "summary.json").read_text())
+        (d / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if not k.startswith("eval")}))
+    args = ["eval.tasks=[val,probe_mc,probe_cloze]", "eval.limit=5", "eval.probe_items=9", "eval.md_samples=2",
+            "eval.val_windows=4"]
+    evaluate(one, [*args, "eval.modes=[ar,md,prefix]"], say=lambda m: None)
+    for mode in ("md", "ar", "prefix"):
+        evaluate(seq, [*args, f"eval.modes=[{mode}]"], say=lambda m: None)
+    assert _task_files(seq) == _task_files(one)
+    for name in ("probe_mc", "probe_cloze"):
+        assert (seq / "eval" / f"{name}.items.jsonl").read_text() == (one / "eval" / f"{name}.items.jsonl").read_text()
+    s_one, s_seq = (json.loads((d / "summary.json").read_text()) for d in (one, seq))
+    assert {k: v for k, v in s_seq.items() if k.startswith("eval")} == \
+        {k: v for k, v in s_one.items() if k.startswith("eval")}
+    assert {"eval/probe_mc/ar", "eval/probe_mc/md", "eval/probe_mc/prefix"} <= set(s_seq)
+    # another recipe for one mode is refused whatever the other modes are, and changes nothing
+    before = (seq / "eval" / "probe_mc.json").read_text()
+    for modes in ("[prefix]", "[ar,prefix]"):
+        with pytest.raises(ConfigError, match=r"probe_mc.json \((ar|prefix): limit=5\)"):
+            evaluate(seq, ["eval.tasks=[probe_mc]", "eval.limit=4", "eval.probe_items=9", f"eval.modes={modes}"],
+                     say=lambda m: None)
+    assert (seq / "eval" / "probe_mc.json").read_text() == before
+    # with --overwrite only that mode is replaced; the others keep their scores and their own recipe
+    evaluate(seq, ["eval.tasks=[probe_mc]", "eval.limit=4", "eval.probe_items=9", "eval.modes=[prefix]"],
+             say=lambda m: None, overwrite=True)
+    res = json.loads((seq / "eval" / "probe_mc.json").read_text())["results"]
+    assert [res[m]["recipe"]["limit"] for m in ("ar", "md", "prefix")] == [5, 5, 4]
+    assert [res[m]["n"] for m in ("ar", "md", "prefix")] == [5, 5, 4]
+
+
+def test_every_item_is_kept_with_its_source_index(trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("eval"))
+    base = ["eval.tasks=[probe_mc,probe_cloze]", "eval.probe_items=20", "eval.md_samples=2"]
+    evaluate(run, [*base, "eval.limit=6", "eval.subset=first"], say=lambda m: None)
+    d = json.loads((run / "eval" / "probe_mc.json").read_text())
+    assert all(r["indices"] == [0, 1, 2, 3, 4, 5] and r["recipe"]["subset"] == "first" for r in d["results"].values())
+    rows = [json.loads(x) for x in (run / "eval" / "probe_mc.items.jsonl").read_text().splitlines()]
+    assert [r["mode"] for r in rows] == ["ar"] * 6 + ["md"] * 6 + ["prefix"] * 6
+    for mode in ("ar", "md", "prefix"):
+        mine = [r for r in rows if r["mode"] == mode]
+        assert [r["index"] for r in mine] == list(range(6))
+        assert sum(r["correct"] for r in mine) / 6 == pytest.approx(d["results"][mode]["acc"])
+        assert sum(r["correct_norm"] for r in mine) / 6 == pytest.approx(d["results"][mode]["acc_norm"])
+        for r in mine:
+            lp = [q["logprob"] for q in r["requests"]]
+            assert r["pred"] == lp.index(max(lp)) and r["correct"] == (r["pred"] == r["gold"])
+            assert all(q["n_tokens"] > 0 and q["bytes"] > 0 for q in r["requests"])
+            assert all(("se" in q) == (mode == "md") for q in r["requests"])
+    cloze = [json.loads(x) for x in (run / "eval" / "probe_cloze.items.jsonl").read_text().splitlines()]
+    assert all(r["pred"] is None and r["correct"] == r["requests"][0]["greedy"] for r in cloze if r["mode"] == "ar")
+    # the seeded subset records which items it drew; a re-run with the other subset is another recipe
+    evaluate(run, [*base[:2], "eval.limit=6", "eval.modes=[ar]"], say=lambda m: None, overwrite=True)
+    idx = json.loads((run / "eval" / "probe_mc.json").read_text())["results"]["ar"]["indices"]
+    assert len(idx) == 6 and idx == sorted(idx) and idx != list(range(6))
+    ar = [json.loads(x) for x in (run / "eval" / "probe_mc.items.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in ar if r["mode"] == "ar"] == idx and sum(r["mode"] == "md" for r in ar) == 6
+
+
+def test_the_scores_table_shows_the_accuracies_and_what_its_average_covers():
+    from rich.console import Console
+
+    from dualobj.views import scores_table
+
+    headline = {"eval/hellaswag/ar": 12.0, "eval_se/hellaswag/ar": 3.0, "eval_acc/hellaswag/ar": 0.34,
+                "eval_acc_norm/hellaswag/ar": 0.36, "eval_n/hellaswag": 300, "eval/avg/ar": 5.0,
+                "eval_se/avg/ar": 1.0, "eval/task_set": "builtin", "eval/task_set_missing": "blimp"}
+    console = Console(record=True, width=240)
+    console.print(scores_table(headline))
+    text = console.export_text()
+    assert "12.0 ± 3.0" in text and "0.340 / 0.360" in text and "300" in text
+    assert "avg of builtin (arc_easy, arc_challenge, blimp, copa, openbookqa, piqa, winogrande, wsc)" in text
+    assert "blimp not scored there" in text

@@ -208,13 +208,19 @@ def test_the_model_is_registered_with_lm_eval_and_bad_settings_are_refused(run):
 @pytest.mark.slow
 def test_dualobj_harness_hands_its_arguments_to_lm_eval(run, task, ours, tmp_path):
     res = cli("harness", str(run), "--mode", "md", "--tasks", "mini", "--include_path", str(task / "lm_eval"),
-              "--output_path", str(tmp_path / "out"), "--limit", "12")
+              "--output_path", str(tmp_path / "out"), "--limit", "12", "--log_samples")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "|mini" in res.stdout
     (result,) = (tmp_path / "out").rglob("results_*.json")
     got = json.loads(result.read_text())
     assert got["results"]["mini"]["acc,none"] == ours["md"]["acc"]
     assert got["config"]["model"] == "dualobj" and got["config"]["dualobj_mode"] == "md"
+    # lm-eval's own per-item log lines up with dualobj's eval/<task>.items.jsonl by source index
+    (log,) = (tmp_path / "out").rglob("samples_mini_*.jsonl")
+    theirs = {s["doc_id"]: [float(r[0][0]) for r in s["resps"]] for s in map(json.loads, log.read_text().splitlines())}
+    rows = [json.loads(x) for x in (run / "eval" / "mini.items.jsonl").read_text().splitlines()]
+    mine = {r["index"]: [q["logprob"] for q in r["requests"]] for r in rows if r["mode"] == "md"}
+    assert sorted(theirs) == list(range(12)) and all(theirs[i] == pytest.approx(mine[i], abs=1e-6) for i in theirs)
 
 
 def test_bad_input_is_one_line_and_exit_2(run, tmp_path):

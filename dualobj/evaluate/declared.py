@@ -136,7 +136,9 @@ def load_declaration(path: str | Path) -> Declaration:
     if kind not in KINDS:
         raise ConfigError(f"task declaration {p}: kind={kind!r} is not one of {', '.join(KINDS)}")
     if missing := [k for k in ("file", *NEEDS[kind]) if not raw.get(k)]:
-        raise ConfigError(f"task declaration {p}: a {kind} task needs {', '.join(missing)}; add them")
+        raise ConfigError(f"task declaration {p}: a {kind} task needs the key(s) {', '.join(missing)}; add "
+                          f"{' and '.join(f'{k}: ...' for k in missing)} to the declaration (see the README, "
+                          f"\"A task of your own\")")
     chance = raw.get("chance")
     if chance is not None and not (isinstance(chance, (int, float)) and 0 <= chance < 1):
         raise ConfigError(f"task declaration {p}: chance={chance!r} must be a number in [0, 1)")
@@ -146,10 +148,14 @@ def load_declaration(path: str | Path) -> Declaration:
 def build_declared(decl: Declaration, benchmark_dir: Path, file_override: str | None = None) -> Task:
     """The task a declaration describes, read from its file (``file_override`` replaces the declared file)."""
     rel = file_override or decl.file
-    path = Path(rel).expanduser() if Path(rel).expanduser().is_absolute() else locate(rel, benchmark_dir)
+    simplest = f"eval.task_files.{decl.name}=<path of the file>"
+    try:
+        path = Path(rel).expanduser() if Path(rel).expanduser().is_absolute() else locate(rel, benchmark_dir)
+    except DataError as e:
+        raise DataError(f"{str(e).split('; ')[0]} (task {decl.name}); set {simplest}, or put it in the benchmark "
+                        f"folder (eval.benchmark_dir=<folder>)") from None
     if not path.is_file():
-        raise DataError(f"benchmark file {path} for task {decl.name} not found; put it there or set "
-                        f"eval.task_files.{decl.name}=<path>")
+        raise DataError(f"benchmark file {path} for task {decl.name} not found; put it there or set {simplest}")
     rows, sha = read_jsonl(path)
     items = []
     for n, obj in rows:

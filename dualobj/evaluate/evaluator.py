@@ -8,6 +8,7 @@ downstream tasks and probes run), which is what ``dualobj report`` tabulates.
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import time
@@ -20,7 +21,7 @@ from dualobj import __version__
 from dualobj import config as C
 from dualobj.errors import DataError, EvalStopped, RunDirError
 from dualobj.metrics import batch_rows
-from dualobj.run import RunDir, read_json, sha256_file, write_json
+from dualobj.run import RunDir, atomic_write, read_json, sha256_file, write_json
 from dualobj.runtime import pick_device, use_bf16
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +34,10 @@ VAL_UNITS = {"ar": "nll: exact, nats per target token; bpb: total nats / ln 2 / 
                    "maskable target token; bpb: total nats / ln 2 / UTF-8 bytes of the targets; *_se: standard error"}
 # recipe fields that decide the numbers (not the code version or the time): a re-run that differs in one of
 # them would replace scores made another way, which needs --overwrite
-RECIPE_KEYS = ("mode", "estimator", "samples", "seed", "limit", "precision", "checkpoint_step", "tokenizer_sha256")
+RECIPE_KEYS = ("mode", "estimator", "samples", "seed", "limit", "subset", "precision", "checkpoint_step",
+               "tokenizer_sha256")
+RECIPE_DEFAULTS = {"subset": "random"}  # what scores stored before a recipe key existed were made with
+MODES = ("ar", "md", "prefix")  # the order of the modes in eval/<task>.json and eval/<task>.items.jsonl
 
 
 def code_version() -> str:
@@ -109,7 +113,7 @@ class Evaluator:
             "mode": mode,
             "estimator": (self.e.md_estimator if md else "exact"),
             "samples": self.e.md_samples if md and self.e.md_estimator == "mc" else None,
-            "seed": self.e.seed, "limit": self.e.limit, "precision": self.precision,
+            "seed": self.e.seed, "limit": self.e.limit, "subset": self.e.subset, "precision": self.precision,
             "md_masks": ("shared by the requests of one item (common random numbers)"
                          if md and self.e.md_estimator == "mc" else None),
             "prompt_format": "<s> context continuation (context and continuation tokenised jointly)",
@@ -120,13 +124,16 @@ class Evaluator:
         }
 
     def run_task(self, name: str) -> dict:
+        """One task in every mode asked for: {"task", "n_items", "results": {mode: numbers}, "task_recipe"},
+        and under "item_rows" what eval/<task>.items.jsonl keeps of each item (see ``item_rows``)."""
         if name == "val":
             return self.run_val()
         task = self._task(name)
-        items = task.items(self.e.limit, self.e.seed)
+        index = task.indices(self.e.limit, self.e.seed, self.e.subset)
+        items = task.items(self.e.limit, self.e.seed, self.e.subset)
         pairs = [(r.context, r.continuation) for it in items for r in it.requests]
         groups = [i for i, it in enumerate(items) for _ in it.requests]  # an item's requests share MD masks
-        results = {}
+        results, rows = {}, []
         for mode in self.e.modes:
             t0 = time.perf_counter()
             flat = self.scorer.score(pairs, mode, self.e.md_estimator, self.e.md_samples, self.e.seed,
@@ -141,8 +148,11 @@ class Evaluator:
             if mode == "md" and self.e.md_estimator == "mc":
                 res["mean_logprob_se"] = sum(s.se for s in flat) / max(len(flat), 1)
             res["recipe"] = self.recipe(mode)
+            res["indices"] = "all" if len(index) == len(task) else index
             results[mode] = res
-        return {"task": task.name, "n_items": len(items), "results": results, "task_recipe": task.recipe()}
+            rows += item_rows(mode, index, items, per_item, task.outcomes(items, per_item))
+        return {"task": task.name, "n_items": len(items), "results": results, "task_recipe": task.recipe(),
+                "item_rows": rows}
 
     def run_val(self) -> dict:
         """Validation NLL / ELBO over the fixed validation split, in nats per token and bits per byte."""
@@ -204,7 +214,7 @@ class Evaluator:
                     raise
                 except EvalStopped as err:
                     raise EvalStopped(done) from err
-                self._write_task(res)
+                res = self._write_task(res)
             done.append(res["task"])
             headline.update(headline_of(res))
             say(f"eval: {res['task']}: " + ", ".join(
@@ -219,7 +229,7 @@ class Evaluator:
             summary = read_json(self.rd.summary_path)
         except FileNotFoundError:
             return {}
-        return {k: v for k, v in summary.items() if k.startswith(("eval/", "eval_se/", "eval_n/"))}
+        return {k: v for k, v in summary.items() if k.startswith(("eval/", "eval_se/", "eval_n/", "eval_acc"))}
 
     def _stored(self, name: str) -> dict | None:
         """What eval/<task>.json holds (with its ``results`` per mode), or None when there is none."""
@@ -232,6 +242,7 @@ class Evaluator:
     def _recipe_diff(self, mode: str, theirs: dict) -> list[str]:
         """The recipe keys where stored scores of ``mode`` differ from this evaluation's, as key=their value."""
         mine = self.recipe(mode)
+        theirs = {**RECIPE_DEFAULTS, **theirs}
         return [f"{k}={theirs.get(k)!r}" for k in RECIPE_KEYS if theirs.get(k) != mine.get(k)]
 
     def _stored_task(self, name: str) -> dict | None:
@@ -246,9 +257,33 @@ class Evaluator:
                 return None
         return res
 
-    def _write_task(self, res: dict) -> None:
+    def _write_task(self, res: dict) -> dict:
+        """Write eval/<task>.json (and eval/<task>.items.jsonl) with this evaluation's modes merged into what
+        is stored: the modes not evaluated now keep their scores (their recipes were checked per mode by
+        ``_check_recipes``), so any sequence of per-mode runs ends with the files one run of all modes
+        writes. Returns the merged result."""
+        rows = res.pop("item_rows", None)
+        old = self._stored(res["task"]) or {"results": {}}
+        merged = {**old["results"], **res["results"]}
+        res["results"] = {m: merged[m] for m in sorted(merged, key=_mode_order)}
+        counts = {r.get("n", r.get("windows")) for r in res["results"].values()}
+        res["n_items"] = counts.pop() if len(counts) == 1 else max(counts)  # per mode: results[mode]["n"]
         res.update(run_id=C.run_id(self.cfg), written=time.time())
-        write_json(self.rd.path / "eval" / f"{res['task']}.json", res)
+        folder = self.rd.path / "eval"
+        if rows is not None:
+            self._write_item_rows(folder / f"{res['task']}.items.jsonl", rows, set(self.e.modes))
+        write_json(folder / f"{res['task']}.json", res)
+        return res
+
+    @staticmethod
+    def _write_item_rows(path: Path, rows: list[dict], modes: set[str]) -> None:
+        """eval/<task>.items.jsonl: the stored rows of other modes kept, this evaluation's replacing its modes';
+        ordered by mode, then by position in the evaluated subset."""
+        kept = []
+        if path.exists():
+            kept = [r for r in map(json.loads, path.read_text().splitlines()) if r.get("mode") not in modes]
+        rows = sorted(kept + rows, key=lambda r: (_mode_order(r["mode"]), r["position"]))
+        atomic_write(path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
 
     def _check_recipes(self, names: list[str], overwrite: bool, say) -> None:
         """Refuse (or, with ``overwrite``, announce) replacing scores that were made with another recipe."""
@@ -271,7 +306,7 @@ class Evaluator:
 
         members = TASK_SETS[self.e.task_set]
         out: dict = {"eval/task_set": self.e.task_set, "eval/task_set_missing": ""}
-        for mode in self.e.modes:
+        for mode in [m for m in MODES if any(k.startswith("eval/") and k.endswith(f"/{m}") for k in scores)]:
             missing = [t for t in members if f"eval/{t}/{mode}" not in scores]
             if missing:
                 out["eval/task_set_missing"] = ",".join(missing)
@@ -295,9 +330,31 @@ class Evaluator:
             self.rd.set_status(summary_sha256=sha256_file(self.rd.summary_path))
 
 
+def _mode_order(mode: str) -> int:
+    return MODES.index(mode) if mode in MODES else len(MODES)
+
+
+def item_rows(mode: str, index: list[int], items: list, scores: list[list], outcomes: list[dict]) -> list[dict]:
+    """One row per evaluated item: ``mode``, ``position`` (in the evaluated subset), ``index`` (in the task's
+    source, file order: the number to line items up with another tool), ``gold``, the task's decision
+    (``pred``, ``correct``; multiple choice also ``pred_norm``, ``correct_norm``) and per request its
+    log-likelihood (MD: the ELBO-based estimate) ``logprob`` in nats, ``n_tokens`` and UTF-8 ``bytes``, with the
+    estimate's ``se`` in MD mode and ``greedy`` where asked for."""
+    from dualobj.evaluate.tasks import choice_bytes
+
+    out = []
+    for pos, (i, it, s, o) in enumerate(zip(index, items, scores, outcomes, strict=True)):
+        req = [{"logprob": x.logprob, "n_tokens": x.n_tokens, "bytes": choice_bytes(r),
+                **({"se": x.se} if x.draws else {}), **({"greedy": x.greedy} if x.greedy is not None else {})}
+               for x, r in zip(s, it.requests, strict=True)]
+        out.append({"mode": mode, "position": pos, "index": i, "gold": it.gold, **o, "requests": req})
+    return out
+
+
 def headline_of(res: dict) -> dict[str, float]:
     """summary.json's keys for one task's results: eval/<task>/<mode> and its SE eval_se/<task>/<mode>
-    (chance-normalised scores), in MD mode (``mc``) also eval_mc_se/<task>/<mode> (the SE over mask draws with
+    (chance-normalised scores), the accuracies eval_acc/<task>/<mode> and eval_acc_norm/<task>/<mode>, in MD
+    mode (``mc``) also eval_mc_se/<task>/<mode> (the SE over mask draws with
     the items fixed, ``score_mc_se``), and the items scored eval_n/<task>; or eval/val/<mode>_bpb for validation."""
     out = {} if res["task"] == "val" else {f"eval_n/{res['task']}": res["n_items"]}
     for mode, r in res["results"].items():
@@ -306,6 +363,9 @@ def headline_of(res: dict) -> dict[str, float]:
         else:
             out[f"eval/{res['task']}/{mode}"] = r["score"]
             out[f"eval_se/{res['task']}/{mode}"] = r["score_se"]
+            for acc in ("acc", "acc_norm"):  # the raw accuracies, beside the chance-normalised score
+                if acc in r:
+                    out[f"eval_{acc}/{res['task']}/{mode}"] = r[acc]
             if "score_mc_se" in r:
                 out[f"eval_mc_se/{res['task']}/{mode}"] = r["score_mc_se"]
     return out

@@ -131,6 +131,9 @@ def _seeded_subset(n: int, limit: int | None, rng: np.random.Generator) -> list[
     return sorted(int(i) for i in rng.choice(n, size=limit, replace=False))
 
 
+SUBSETS = ("random", "first")  # eval.subset: how `limit` items are taken
+
+
 def _check_limit(limit: int | None) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit={limit!r} must be a positive number of items, or None for all of them")
@@ -167,11 +170,24 @@ class Task:
     def _chance(self, items: list[Item]) -> float:
         return float(np.mean([1.0 / len(it.requests) for it in items]))
 
-    def items(self, limit: int | None = None, seed: int = 0) -> list[Item]:
-        """All items, or a seeded subsample of `limit` of them without replacement, kept in file order."""
+    def indices(self, limit: int | None = None, seed: int = 0, subset: str = "random") -> list[int]:
+        """Which items are scored, as indices into the source's items (file order): all of them; with
+        ``limit``, the first ``limit`` (``subset="first"``, what lm-eval's ``--limit`` takes) or a seeded
+        subsample (``"random"``), kept in file order."""
         _check_limit(limit)
-        idx = _seeded_subset(len(self._items), limit, np.random.default_rng(seed))
-        return [self._items[i] for i in idx]
+        if subset not in SUBSETS:
+            raise ValueError(f"subset={subset!r} must be one of {', '.join(SUBSETS)}")
+        if limit is None or limit >= len(self._items):
+            return list(range(len(self._items)))
+        return list(range(limit)) if subset == "first" else self._sample(limit, np.random.default_rng(seed))
+
+    def items(self, limit: int | None = None, seed: int = 0, subset: str = "random") -> list[Item]:
+        """The items ``indices`` names."""
+        return [self._items[i] for i in self.indices(limit, seed, subset)]
+
+    def _sample(self, limit: int, rng: np.random.Generator) -> list[int]:
+        """A seeded subsample of ``limit`` items without replacement, in file order."""
+        return _seeded_subset(len(self._items), limit, rng)
 
     def score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
         """Accuracy (and the task's other numbers) of the scorer's answers, each accuracy with its binomial
@@ -183,6 +199,15 @@ class Task:
         if any(x.draws for s in scores for x in s):
             res = with_mc_standard_errors(res, self._p_correct(items, scores))
         return res
+
+    def outcomes(self, items: list[Item], scores: list[list[Score]]) -> list[dict[str, Any]]:
+        """Per item, how it was decided: ``pred`` (the winning request; None for cloze) and ``correct`` (by
+        ``acc``), and for multiple choice ``pred_norm`` and ``correct_norm`` (by ``acc_norm``)."""
+        _check_scores(items, scores)
+        return [self._outcome(it, s) for it, s in zip(items, scores, strict=True)]
+
+    def _outcome(self, item: Item, s: list[Score]) -> dict[str, Any]:
+        raise NotImplementedError
 
     def _score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
         raise NotImplementedError
@@ -202,7 +227,8 @@ class Task:
             "scoring": self.scoring,
             "normalisation": "score = 100 * (acc - chance) / (1 - chance): 0 = chance, 100 = perfect",
             "chance": self.chance,
-            "limit": "a seeded subsample (numpy default_rng(seed)) without replacement, kept in file order",
+            "limit": "subset=random: a seeded subsample (numpy default_rng(seed)) without replacement, kept in "
+                     "file order; subset=first: the first limit items (lm-eval's --limit)",
             **self.source,
         }
 
@@ -218,19 +244,15 @@ class PairsTask(Task):
     def _chance(self, items: list[Item]) -> float:
         return 0.5
 
-    def items(self, limit: int | None = None, seed: int = 0) -> list[Item]:
+    def _sample(self, limit: int, rng: np.random.Generator) -> list[int]:
         """Stratified over paradigms: limit // P items each (at least 1), the remainder to seeded paradigms.
 
         With limit below the number of paradigms P every paradigm still gets one item (P items in all).
         """
-        _check_limit(limit)
-        if limit is None or limit >= len(self._items):
-            return list(self._items)
         groups: dict[str, list[int]] = {}
         for i, it in enumerate(self._items):
             groups.setdefault(it.meta.get("uid", ""), []).append(i)
         names = list(groups)
-        rng = np.random.default_rng(seed)
         total = max(limit, len(names))
         quota = dict.fromkeys(names, total // len(names))
         for j in rng.choice(len(names), size=total % len(names), replace=False):
@@ -239,14 +261,18 @@ class PairsTask(Task):
         for name in names:
             idx = groups[name]
             chosen += [idx[k] for k in _seeded_subset(len(idx), quota[name], rng)]
-        return [self._items[i] for i in sorted(chosen)]
+        return sorted(chosen)
 
     def recipe(self) -> dict[str, Any]:
-        return {**super().recipe(), "limit": "stratified: about limit/P items per paradigm (at least 1), "
-                "seeded (numpy default_rng(seed)), kept in file order"}
+        return {**super().recipe(), "limit": "subset=random: stratified, about limit/P items per paradigm (at "
+                "least 1), seeded (numpy default_rng(seed)), kept in file order; subset=first: the first limit items"}
+
+    def _outcome(self, item: Item, s: list[Score]) -> dict[str, Any]:
+        ok = s[item.gold].logprob > s[1 - item.gold].logprob  # strictly: a tie is wrong
+        return {"pred": item.gold if ok else 1 - item.gold, "correct": bool(ok)}
 
     def _score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
-        right = [s[it.gold].logprob > s[1 - it.gold].logprob for it, s in zip(items, scores, strict=True)]
+        right = [o["correct"] for o in self.outcomes(items, scores)]
         by_field: dict[str, list[bool]] = {}
         by_uid: dict[str, list[bool]] = {}
         for it, ok in zip(items, right, strict=True):
@@ -264,8 +290,8 @@ class PairsTask(Task):
         }
 
     def _p_correct(self, items: list[Item], scores: list[list[Score]]) -> dict[str, list[float]]:
-        return {"acc": [p_correct([x.draws for x in s], it.gold, s[it.gold].logprob > s[1 - it.gold].logprob)
-                        for it, s in zip(items, scores, strict=True)]}
+        return {"acc": [p_correct([x.draws for x in s], it.gold, o["correct"])
+                        for it, s, o in zip(items, scores, self.outcomes(items, scores), strict=True)]}
 
 
 class ChoiceTask(Task):
@@ -277,19 +303,16 @@ class ChoiceTask(Task):
                "of the choice text; ties -> lowest index. score = chance-normalised acc, score_norm = "
                "chance-normalised acc_norm; chance = mean over items of 1/len(choices)")
 
-    @staticmethod
-    def _decide(item: Item, s: list[Score]) -> tuple[bool, bool, list[float]]:
-        """Whether the item is correct by summed log-likelihood and per byte, and its choices' bytes."""
+    def _outcome(self, item: Item, s: list[Score]) -> dict[str, Any]:
         lp = np.array([x.logprob for x in s], dtype=float)
         nb = np.array([choice_bytes(r) for r in item.requests], dtype=float)
-        return int(np.argmax(lp)) == item.gold, int(np.argmax(lp / nb)) == item.gold, nb.tolist()
+        pred, pred_norm = int(np.argmax(lp)), int(np.argmax(lp / nb))
+        return {"pred": pred, "correct": pred == item.gold, "pred_norm": pred_norm,
+                "correct_norm": pred_norm == item.gold}
 
     def _score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
-        right, right_norm = [], []
-        for it, s in zip(items, scores, strict=True):
-            ok, ok_norm, _ = self._decide(it, s)
-            right.append(ok)
-            right_norm.append(ok_norm)
+        out = self.outcomes(items, scores)
+        right, right_norm = [o["correct"] for o in out], [o["correct_norm"] for o in out]
         acc, acc_norm, chance = float(np.mean(right)), float(np.mean(right_norm)), self.chance_of(items)
         return {
             "acc": acc,
@@ -302,11 +325,10 @@ class ChoiceTask(Task):
 
     def _p_correct(self, items: list[Item], scores: list[list[Score]]) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {"acc": [], "acc_norm": []}
-        for it, s in zip(items, scores, strict=True):
-            ok, ok_norm, nb = self._decide(it, s)
-            draws = [x.draws for x in s]
-            out["acc"].append(p_correct(draws, it.gold, ok))
-            out["acc_norm"].append(p_correct(draws, it.gold, ok_norm, nb))
+        for it, s, o in zip(items, scores, self.outcomes(items, scores), strict=True):
+            draws, nb = [x.draws for x in s], [float(choice_bytes(r)) for r in it.requests]
+            out["acc"].append(p_correct(draws, it.gold, o["correct"]))
+            out["acc_norm"].append(p_correct(draws, it.gold, o["correct_norm"], nb))
         return out
 
 
@@ -338,6 +360,9 @@ class ClozeTask(Task):
             "n_tokens": total_tok,
         }
 
+    def _outcome(self, item: Item, s: list[Score]) -> dict[str, Any]:
+        return {"pred": None, "correct": bool(s[item.gold].greedy)}
+
     def _p_correct(self, items: list[Item], scores: list[list[Score]]) -> dict[str, list[float]]:
         """Greedy exact match comes from one all-masked pass, which no mask draw changes: p is 0 or 1."""
         return {"acc": [float(bool(s[it.gold].greedy)) for it, s in zip(items, scores, strict=True)]}
@@ -351,14 +376,18 @@ class PartialTask(Task):
     scoring = ("acc = argmax over options of the continuation's summed logprob (nats), ties -> lowest "
                "index; score = chance-normalised acc; chance = mean over items of 1/len(options)")
 
+    def _outcome(self, item: Item, s: list[Score]) -> dict[str, Any]:
+        pred = int(np.argmax([x.logprob for x in s]))
+        return {"pred": pred, "correct": pred == item.gold}
+
     def _score(self, items: list[Item], scores: list[list[Score]]) -> dict[str, Any]:
-        right = [int(np.argmax([x.logprob for x in s])) == it.gold for it, s in zip(items, scores, strict=True)]
+        right = [o["correct"] for o in self.outcomes(items, scores)]
         acc, chance = float(np.mean(right)), self.chance_of(items)
         return {"acc": acc, "score": chance_normalise(acc, chance), "n": len(items), "chance": chance}
 
     def _p_correct(self, items: list[Item], scores: list[list[Score]]) -> dict[str, list[float]]:
-        return {"acc": [p_correct([x.draws for x in s], it.gold, int(np.argmax([x.logprob for x in s])) == it.gold)
-                        for it, s in zip(items, scores, strict=True)]}
+        return {"acc": [p_correct([x.draws for x in s], it.gold, o["correct"])
+                        for it, s, o in zip(items, scores, self.outcomes(items, scores), strict=True)]}
 
 
 KINDS: dict[str, type[Task]] = {c.kind: c for c in (ChoiceTask, ClozeTask, PairsTask, PartialTask)}  # by `kind:`

@@ -376,3 +376,46 @@ def test_a_run_id_in_two_sweep_folders_counts_once(tmp_path):
     curves = load_curves(tmp_path)
     assert (curves["run_id"] == "aaa").sum() == 3  # one copy's three validation points, not six
 
+
+
+def _items(run: Path, task: str, mode: str, correct: list[bool], start: int = 0) -> None:
+    rows = [{"mode": mode, "position": k, "index": start + k, "gold": 0, "pred": 0 if c else 1, "correct": c,
+             "requests": []} for k, c in enumerate(correct)]
+    (run / "eval").mkdir(exist_ok=True)
+    (run / "eval" / f"{task}.items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_paired_difference_is_the_mean_and_standard_error_of_the_item_differences():
+    from dualobj.report.items import paired_difference
+
+    a = {0: 1.0, 1: 1.0, 2: 0.0, 3: 1.0, 4: 0.0, 9: 1.0}
+    b = {0: 1.0, 1: 0.0, 2: 0.0, 3: 1.0, 4: 0.0, 5: 1.0}
+    p = paired_difference([(a, b)])
+    d = [0.0, 1.0, 0.0, 0.0, 0.0]  # items 0-4, the ones both scored
+    mean = sum(d) / 5
+    assert p.n == 5 and p.diff == pytest.approx(0.2)
+    assert p.se == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in d) / 4 / 5))
+    assert p.unpaired_se == pytest.approx(math.sqrt((0.6 * 0.4 + 0.4 * 0.6) / 5))
+    assert not p.resolved and paired_difference([({0: 1.0}, {0: 0.0})]) is None
+
+
+def test_the_report_compares_the_best_alpha_with_the_next_item_by_item(tmp_path):
+    import random
+
+    root, rng = tmp_path / "s", random.Random(0)
+    base = [rng.random() < 0.5 for _ in range(400)]  # which items are easy: shared by every run
+    for i, (a, fixed) in enumerate([(0.0, 0), (0.5, 40), (1.0, 4)]):  # each α also gets its first `fixed` right
+        d = make_run(root, f"r{i}", R=4, alpha=a, nll=3.0)
+        correct = [c or k < fixed for k, c in enumerate(base)]
+        s = json.loads((d / "summary.json").read_text())
+        s.update({"eval/piqa/ar": 100 * (2 * sum(correct) / 400 - 1), "eval_se/piqa/ar": 5.0})
+        (d / "summary.json").write_text(json.dumps(s))
+        _items(d, "piqa", "ar", correct)
+    text = write_report(root, metrics=["eval/piqa/ar"], formats=["md"], out_dir=tmp_path / "o", plots=False).markdown
+    assert "Item by item (paired" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 4 | 1/2 |"))
+    best, nxt = sum(c or k < 40 for k, c in enumerate(base)), sum(c or k < 4 for k, c in enumerate(base))
+    gained = best - nxt  # items α=1/2 gets right and α=1 does not: the only differences
+    p = gained / 400
+    assert f"| +{100 * p:.1f} | {100 * math.sqrt(p * (1 - p) / 399):.1f} |" in row and "beyond noise" in row
+    assert "| 1 |" in row  # the runner-up is α=1

@@ -13,6 +13,7 @@ import pandas as pd
 from dualobj.errors import DualObjError, RunDirError
 from dualobj.fmt import format_alpha
 from dualobj.report.analysis import schedule_section, target_metrics
+from dualobj.report.items import paired_lines
 from dualobj.report.paper import paper_section
 from dualobj.report.plots import plot_curves, plot_heatmap, plot_title, plot_vs_alpha
 from dualobj.report.search import search_section
@@ -157,7 +158,8 @@ def _metric_part(runs: pd.DataFrame, curves: pd.DataFrame, model: str | None, me
     stem = _slug(model, metric)
     md = to_markdown(p)
     better = "lower" if p.lower_is_better else "higher"
-    text = [f"## {model + ' — ' if model else ''}{metric} ({better} is better)", "", md, "", legend(p), ""]
+    text = [f"## {model + ' — ' if model else ''}{metric} ({better} is better)", "", md, "", legend(p), "",
+            *paired_lines(runs, metric)]
     files: list[Path] = []
     if "md" in formats:
         files.append(_write(out / f"{stem}.md", f"# {plot_title(metric, model, p.lower_is_better)}\n\n{md}\n"))

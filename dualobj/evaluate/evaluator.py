@@ -130,7 +130,7 @@ class Evaluator:
             return self.run_val()
         task = self._task(name)
         index = task.indices(self.e.limit, self.e.seed, self.e.subset)
-        items = task.items(self.e.limit, self.e.seed, self.e.subset)
+        items = task.take(index)
         pairs = [(r.context, r.continuation) for it in items for r in it.requests]
         groups = [i for i, it in enumerate(items) for _ in it.requests]  # an item's requests share MD masks
         results, rows = {}, []

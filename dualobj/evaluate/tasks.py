@@ -183,7 +183,11 @@ class Task:
 
     def items(self, limit: int | None = None, seed: int = 0, subset: str = "random") -> list[Item]:
         """The items ``indices`` names."""
-        return [self._items[i] for i in self.indices(limit, seed, subset)]
+        return self.take(self.indices(limit, seed, subset))
+
+    def take(self, index: list[int]) -> list[Item]:
+        """The items at these indices into the source's items."""
+        return [self._items[i] for i in index]
 
     def _sample(self, limit: int, rng: np.random.Generator) -> list[int]:
         """A seeded subsample of ``limit`` items without replacement, in file order."""

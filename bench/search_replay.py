@@ -24,6 +24,7 @@ import math
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import pandas as pd
 from dualobj.budget import ar_share
 from dualobj.config import parse_number
 from dualobj.fmt import format_alpha
+from dualobj.run import write_json
 from dualobj.stats.frame import default_lower_is_better
 from dualobj.sweep.search import Problem, assess, next_cells, to_alpha
 
@@ -88,9 +90,11 @@ class Grid:
     def ok(self, r: float, x: float | None, tol: float) -> bool:
         return x is not None and abs(self.truth(r, x) - self.best(r)[1]) <= tol + 1e-12
 
-    def problem(self, seed: int) -> Problem:
+    def problem(self, seed: int, delta: float = 0.01, confidence: float = 0.9) -> Problem:
+        """The search's problem on this grid: only its cells, each with at most the seeds it has."""
         return Problem(levels=tuple(self.levels), values=tuple(self.values), lower=self.lower, seed=seed,
-                       allowed=frozenset(self.samples))
+                       allowed=frozenset(self.samples), delta=delta, confidence=confidence,
+                       max_seeds={p: len(v) for p, v in self.samples.items()})
 
     def alpha(self, x: float) -> float:
         return to_alpha(x, self.space, self.scale)
@@ -116,134 +120,193 @@ def load_grid(path: Path, metric: str, model: str | None, space: str) -> Grid:
 
 
 # ----------------------------------------------------------------------------- one replay
-def _read(grid: Grid, points, rng: np.random.Generator) -> list[dict]:
-    """What "training" ``points`` gives: per point the value of one of its seeds, drawn at random."""
-    return [{"R": r, "x": x, "value": float(grid.samples[r, x][rng.integers(len(grid.samples[r, x]))])}
-            for r, x in points]
+@dataclass
+class Step:
+    """The state after one round: runs so far, the recommended x per R, and the R the search calls resolved."""
+
+    runs: int
+    rec: dict
+    resolved: set
+    runs_by_r: dict = field(default_factory=dict)
+
+
+class Oracle:
+    """"Training" a cell of the grid: the value of one of its seeds, each seed drawn once, in a random order."""
+
+    def __init__(self, grid: Grid, rng: np.random.Generator):
+        self.grid = grid
+        self.order = {p: list(rng.permutation(len(v))) for p, v in grid.samples.items()}
+
+    def read(self, points) -> list[dict]:
+        out = []
+        for r, x in points:
+            k = self.order[r, x].pop(0)
+            out.append({"R": r, "x": x, "seed": int(k), "value": float(self.grid.samples[r, x][k])})
+        return out
 
 
 def _best_read(grid: Grid, obs: list[dict]) -> dict:
-    """Per R, the x with the best value read so far (None where nothing was read)."""
+    """Per R, the x with the best mean of the values read so far (None where nothing was read)."""
     rec = {}
+    frame = pd.DataFrame(obs, columns=["R", "x", "value"])
     for r in grid.levels:
-        seen = [(o["value"], o["x"]) for o in obs if o["R"] == r]
-        rec[r] = (min(seen) if grid.lower else max(seen))[1] if seen else None
+        means = frame[frame["R"] == r].groupby("x")["value"].mean()
+        rec[r] = None if means.empty else float(means.idxmin() if grid.lower else means.idxmax())
     return rec
 
 
-def _recommend(grid: Grid, problem: Problem, obs: list[dict]):
-    """The GP posterior and its recommended x per R (the best read value where no GP can be fitted yet)."""
-    post, summary = assess(problem, pd.DataFrame(obs, columns=["R", "x", "value"]))
-    rec = {row["R"]: row["x"] for row in summary} if summary else _best_read(grid, obs)
-    return post, rec
+def _step(grid: Grid, problem: Problem, obs: list[dict]):
+    """The posterior, its summary and the step (the best read value per R where no GP can be fitted yet)."""
+    post, summary = assess(problem, pd.DataFrame(obs, columns=["R", "x", "seed", "value"]))
+    by_r = Counter(o["R"] for o in obs)
+    if summary is None:
+        return post, summary, Step(len(obs), _best_read(grid, obs), set(), by_r)
+    return post, summary, Step(len(obs), {row["R"]: row["x"] for row in summary},
+                               {row["R"] for row in summary if row["resolved"]}, by_r)
 
 
-def replay_search(grid: Grid, seed: int, batch: int, initial: list[float]) -> list[tuple[int, dict]]:
-    """The adaptive search until every grid cell is tried: after each round, (cells so far, x recommended per R)."""
-    problem, rng = grid.problem(seed), np.random.default_rng(1000 + seed)
-    points = [(r, x) for r in grid.levels for x in initial if (r, x) in grid.samples]
+def replay_search(grid: Grid, seed: int, batch: int, initial: list[float], budget: int,
+                  delta: float = 0.01, confidence: float = 0.9) -> list[Step]:
+    """The adaptive search with its stopping rule, until every R is resolved or ``budget`` runs are spent."""
+    problem, oracle = grid.problem(seed, delta, confidence), Oracle(grid, np.random.default_rng(1000 + seed))
+    points = [(r, x) for r in grid.levels for x in initial if (r, x) in grid.samples][:budget]
     obs: list[dict] = []
-    tried: set = set()
+    runs: Counter = Counter()
     history = []
     while points:
-        obs += _read(grid, points, rng)
-        tried |= set(points)
-        post, rec = _recommend(grid, problem, obs)
-        history.append((len(tried), rec))
-        points, _ = next_cells(problem, post, tried, min(batch, len(grid.samples) - len(tried)))
+        obs += oracle.read(points)
+        runs.update(points)
+        post, summary, step = _step(grid, problem, obs)
+        history.append(step)
+        n = min(batch, budget - len(obs))
+        points = next_cells(problem, post, runs, n, summary)[0] if n > 0 else []
     return history
 
 
-def replay_random(grid: Grid, seed: int, batch: int, gp: bool) -> list[tuple[int, dict]]:
-    """Random search over the grid's cells in rounds of ``batch``: after each round, (cells so far, x per R)."""
+def replay_random(grid: Grid, seed: int, batch: int, gp: bool) -> list[Step]:
+    """Random search over the grid's runs (every seed of every cell) in a random order, in rounds of ``batch``,
+    to the whole grid: it recommends the best mean read (or, with ``gp``, the GP's best posterior mean)."""
     problem, rng = grid.problem(seed), np.random.default_rng(2000 + seed)
-    order = [problem.points[i] for i in np.random.default_rng(3000 + seed).permutation(len(problem.points))]
+    runs = [(r, x) for (r, x), v in grid.samples.items() for _ in v]
+    order = [runs[i] for i in rng.permutation(len(runs))]
+    oracle = Oracle(grid, np.random.default_rng(3000 + seed))
     obs: list[dict] = []
     history = []
     for k in range(0, len(order), batch):
-        obs += _read(grid, order[k:k + batch], rng)
-        rec = _recommend(grid, problem, obs)[1] if gp else _best_read(grid, obs)
-        history.append((k + len(order[k:k + batch]), rec))
+        obs += oracle.read(order[k:k + batch])
+        history.append(_step(grid, problem, obs)[2] if gp else Step(len(obs), _best_read(grid, obs), set()))
     return history
 
 
-def cells_needed(grid: Grid, history: list[tuple[int, dict]], r: float, tol: float) -> int | None:
-    """Cells tried when R became resolved for good (its recommendation within ``tol`` of the best cell from
-    then to the end); None if it is not resolved at the end."""
+def cells_needed(grid: Grid, history: list[Step], r: float, tol: float) -> int | None:
+    """Runs tried when R's recommendation came within ``tol`` of the best cell for good (and stayed so to the
+    end of the history); None if it is not so at the end."""
     needed = None
-    for n, rec in history:
-        if grid.ok(r, rec.get(r), tol):
-            needed = n if needed is None else needed
+    for step in history:
+        if grid.ok(r, step.rec.get(r), tol):
+            needed = step.runs if needed is None else needed
         else:
             needed = None
     return needed
 
 
-# ----------------------------------------------------------------------------- the table
-def _needed(grid: Grid, histories: list, tol: float) -> dict:
-    """Per R (and "all": every R at once), the cells needed in each seed's history."""
-    out = {r: [cells_needed(grid, h, r, tol) for h in histories] for r in grid.levels}
-    out["all"] = [None if any(out[r][i] is None for r in grid.levels) else max(out[r][i] for r in grid.levels)
-                  for i in range(len(histories))]
-    return out
+def correct_at(grid: Grid, history: list[Step], runs: int, tol: float) -> dict:
+    """Per R, whether the recommendation after the last round with at most ``runs`` runs is within ``tol``."""
+    step = [s for s in history if s.runs <= runs][-1]
+    return {r: grid.ok(r, step.rec.get(r), tol) for r in grid.levels}
 
 
-def _spread(ns: list) -> str:
-    """Median (min–max) of cells needed; '>' counts seeds never resolved as worse than any count."""
+# ----------------------------------------------------------------------------- the measures
+@dataclass
+class Outcome:
+    """What the replays of one metric measured (the fields of ``--json``)."""
+
+    metric: str
+    grid_runs: int  # runs in the grid, seeds counted
+    budget: int  # the search's budget in runs (a third of the grid's runs, or --target)
+    cells_median: float  # runs the adaptive search trained before it stopped, median over replay seeds
+    random_cells_median: float | None  # runs random search needs until every R is right for good (None: never)
+    seeds_within_target: float  # share of replay seeds in which the search called every R resolved within budget
+    correct_selection_rate: dict  # per R (and "all": every R at once), share of replay seeds whose final
+    # recommendation is within delta of the best cell by the mean over the grid's seeds
+    random_correct_selection_rate: dict  # the same for random search after as many runs as the search used
+    false_resolutions: int  # (replay seed, R) pairs called resolved whose recommendation was not within delta
+    runs_by_r: dict  # per R, the median runs the search spent there
+    replay_seeds: int
+
+    def as_dict(self) -> dict:
+        return {k: (v if not isinstance(v, dict) else {str(r): x for r, x in v.items()})
+                for k, v in self.__dict__.items()}
+
+
+def _median(ns: list) -> float | None:
+    """Median of counts where None ("never") counts as worse than any; None when the median is never."""
     big = 10**9
-    vals = sorted(big if n is None else n for n in ns)
-    med = statistics.median_low(vals)
-    text = lambda v: "never" if v == big else str(v)  # noqa: E731
-    return f"{text(med)} ({text(vals[0])}–{text(vals[-1])})"
+    med = statistics.median_low(sorted(big if n is None else n for n in ns))
+    return None if med == big else med
 
 
-def _within(ns: list, budget: int) -> str:
-    return f"{sum(n is not None and n <= budget for n in ns)}/{len(ns)}"
+def measure(grid: Grid, search: list[list[Step]], random: list[list[Step]], budget: int, tol: float) -> Outcome:
+    """The measures of ``search`` (one history per replay seed) against ``random`` (same seeds)."""
+    n = len(search)
+    final = [h[-1] for h in search]
+    right = [{r: grid.ok(r, s.rec.get(r), tol) for r in grid.levels} for s in final]
+    rand = [correct_at(grid, h, s.runs, tol) for h, s in zip(random, final, strict=True)]
+    rate = lambda rows: {**{r: sum(x[r] for x in rows) / n for r in grid.levels},  # noqa: E731
+                         "all": sum(all(x.values()) for x in rows) / n}
+    until = [None if any(cells_needed(grid, h, r, tol) is None for r in grid.levels)
+             else max(cells_needed(grid, h, r, tol) for r in grid.levels) for h in random]
+    runs_at = {r: statistics.median(h[-1].runs_by_r.get(r, 0) for h in search) for r in grid.levels}
+    return Outcome(metric=grid.metric, grid_runs=grid.n_cells, budget=budget,
+                   cells_median=statistics.median(s.runs for s in final), random_cells_median=_median(until),
+                   seeds_within_target=sum(len(s.resolved) == len(grid.levels) for s in final) / n,
+                   correct_selection_rate=rate(right), random_correct_selection_rate=rate(rand),
+                   false_resolutions=sum(r in s.resolved and not x[r] for s, x in zip(final, right, strict=True)
+                                         for r in grid.levels),
+                   runs_by_r=runs_at, replay_seeds=n)
 
 
-def table(grid: Grid, results: dict, budget: int) -> str:
-    """Markdown: per R the grid's best α, then per method the cells needed and the seeds resolved in budget."""
-    methods = list(results)
-    head = ["R", "grid's best α (value)", "next best α (how much worse)"]
-    for m in methods:
-        head += [f"{m}: cells needed, median (range)", f"{m}: seeds ≤ {budget}"]
+# ----------------------------------------------------------------------------- the table
+def table(grid: Grid, out: Outcome) -> str:
+    """Markdown: per R the grid's best α and runner-up, the search's correctness, claims and runs, and random
+    search's correctness after as many runs."""
+    head = ["R", "grid's best α (mean of its seeds)", "next best α (how much worse)", "adaptive: correct",
+            "adaptive: runs at R, median", "random search, same runs: correct"]
     rows = []
-    for r in [*grid.levels, "all"]:
-        if r == "all":
-            first, second = "every R at once", ""
-        else:
-            x, v = grid.best(r)
-            x2, gap = grid.runner_up(r)
-            first, second = f"{format_alpha(grid.alpha(x))} ({v:.4f})", f"{format_alpha(grid.alpha(x2))} (+{gap:.4f})"
-        row = [f"{r:g}" if r != "all" else "all", first, second]
-        for m in methods:
-            row += [_spread(results[m][r]), _within(results[m][r], budget)]
-        rows.append(row)
+    for r in grid.levels:
+        (x, v), (x2, gap) = grid.best(r), grid.runner_up(r)
+        rows.append([f"{r:g}", f"{format_alpha(grid.alpha(x))} ({v:.4f})",
+                     f"{format_alpha(grid.alpha(x2))} (+{gap:.4f})", f"{out.correct_selection_rate[r]:.2f}",
+                     f"{out.runs_by_r[r]:g}",
+                     f"{out.random_correct_selection_rate[r]:.2f}"])
+    rows.append(["all", "every R at once", "", f"{out.correct_selection_rate['all']:.2f}",
+                 f"{out.cells_median:g} in all", f"{out.random_correct_selection_rate['all']:.2f}"])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" for _ in head) + "|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def verdict(out: Outcome) -> str:
+    """The issue's targets, checked: correct selection ≥ 0.9 at every R, median runs ≤ the budget, and no more
+    runs than random search for the same correctness."""
+    worst = min(out.correct_selection_rate[r] for r in out.correct_selection_rate if r != "all")
+    rand = "never (not right at every R for good even with the whole grid)" if out.random_cells_median is None \
+        else f"{out.random_cells_median:g}"
+    ok = worst >= 0.9 and out.cells_median <= out.budget and (
+        out.random_cells_median is None or out.cells_median <= out.random_cells_median
+        or min(out.random_correct_selection_rate.values()) >= worst)
+    return (f"Targets (correct selection ≥ 0.9 at every R, median runs ≤ {out.budget}, no more runs than random "
+            f"search for the same correctness): **{'met' if ok else 'missed'}**. Lowest per-R correct-selection "
+            f"rate {worst:.2f} over {out.replay_seeds} replay seeds; every R right at once in "
+            f"{out.correct_selection_rate['all']:.2f}. The search stopped after {out.cells_median:g} runs (median), "
+            f"calling every R resolved in {out.seeds_within_target:.2f} of the seeds "
+            f"({out.false_resolutions} resolved R whose recommendation was wrong). Random search needs {rand} runs "
+            "(median) until its best-read α is right at every R for good; after as many runs as the search used "
+            f"it is right at every R in {out.random_correct_selection_rate['all']:.2f} of the seeds.")
+
+
 def target_text(a: argparse.Namespace, grid: Grid) -> str:
-    """The target's cell count and where it comes from."""
-    return f"{a.target} cells (--target)" if a.target else f"{grid.n_cells // 3} cells, a third of the grid"
-
-
-def verdict(results: dict, budget: int, n_seeds: int, what: str = "a third of the grid") -> str:
-    """The issue's target, checked: every R resolved within a third of the grid in ≥ 9 of 10 seeds, and
-    clearly better than random search."""
-    ours = results["adaptive search"]["all"]
-    rand = results["random search"]["all"]
-    hit = sum(n is not None and n <= budget for n in ours)
-    need = -(-9 * n_seeds // 10)
-    ok = "met" if hit >= need else "missed"
-    big = 10**9
-    med = lambda ns: statistics.median_low(sorted(big if n is None else n for n in ns))  # noqa: E731
-    show = lambda v: "never" if v == big else str(v)  # noqa: E731
-    return (f"Target (every R resolved with at most {budget} cells, {what}, in at least {need} of "
-            f"{n_seeds} seeds): **{ok}** ({hit}/{n_seeds}). Median cells until every R is resolved: adaptive "
-            f"search {show(med(ours))}, random search {show(med(rand))} "
-            f"(random search resolves every R within {budget} cells in "
-            f"{sum(n is not None and n <= budget for n in rand)}/{n_seeds} seeds).")
+    """The budget in runs and where it comes from."""
+    return f"{a.target} runs (--target)" if a.target else f"{grid.n_cells // 3} runs, a third of the grid's"
 
 
 def peak_rss_mib() -> float | None:
@@ -257,29 +320,20 @@ def peak_rss_mib() -> float | None:
     return None
 
 
-def run_all(grid: Grid, seeds: int, batch: int, initial: list[float]) -> dict:
-    """Every method's histories, one per seed."""
-    return {
-        "adaptive search": [replay_search(grid, s, batch, initial) for s in range(seeds)],
-        "random search": [replay_random(grid, s, batch, gp=False) for s in range(seeds)],
-        "random + GP": [replay_random(grid, s, batch, gp=True) for s in range(seeds)],
-    }
-
-
-def metric_part(a: argparse.Namespace, metric: str) -> str:
-    """The table and the verdict for one metric."""
+def metric_part(a: argparse.Namespace, metric: str) -> tuple[str, Outcome]:
+    """The table and the verdict for one metric, and its measures."""
     grid = load_grid(a.grid, metric, a.model, a.space)
     initial = [round(v if a.space == "alpha" else ar_share(v, grid.scale), 12)
                for v in (parse_number(t) for t in a.initial.split(","))]
-    t0 = time.perf_counter()
-    results = {m: _needed(grid, h, a.tol) for m, h in run_all(grid, a.seeds, a.batch, initial).items()}
-    wall = time.perf_counter() - t0
     budget = a.target or grid.n_cells // 3
-    return "\n".join([
-        f"**{metric}** ({'lower' if grid.lower else 'higher'} is better; replays took {wall:.0f} s):", "",
-        table(grid, results, budget), "",
-        verdict(results, budget, a.seeds, "--target" if a.target else "a third of the grid"), "",
-        noise_line(grid, a.tol), ""])
+    t0 = time.perf_counter()
+    search = [replay_search(grid, s, a.batch, initial, budget, a.tol, a.confidence) for s in range(a.seeds)]
+    random = [replay_random(grid, s, a.batch, gp=False) for s in range(a.seeds)]
+    out = measure(grid, search, random, budget, a.tol)
+    text = "\n".join([
+        f"**{metric}** ({'lower' if grid.lower else 'higher'} is better; replays took "
+        f"{time.perf_counter() - t0:.0f} s):", "", table(grid, out), "", verdict(out), "", noise_line(grid, a.tol), ""])
+    return text, out
 
 
 def noise_line(grid: Grid, tol: float) -> str:
@@ -307,12 +361,15 @@ def main() -> None:
     ap.add_argument("--metric", action="append", help="repeatable; default val/ar_bpb and val/md_bpb")
     ap.add_argument("--model", default=None)
     ap.add_argument("--space", choices=("alpha", "ar_share"), default="alpha")
-    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--seeds", type=int, default=20, help="replay seeds")
     ap.add_argument("--batch", type=int, default=2, help="cells per round (sweeps/adaptive.yaml: 2)")
     ap.add_argument("--initial", default="1/2,1", help="initial design: these α at every R (as sweeps/adaptive.yaml)")
     ap.add_argument("--target", type=int, default=None,
-                    help="the cells within which every R should be resolved (default: a third of the grid's runs)")
-    ap.add_argument("--tol", type=float, default=0.01, help="resolved: within this of the best cell (bits per byte)")
+                    help="the search's budget in runs (default: a third of the grid's runs)")
+    ap.add_argument("--tol", type=float, default=0.01,
+                    help="delta: right when within this of the best cell (bits per byte); the search's delta too")
+    ap.add_argument("--confidence", type=float, default=0.9, help="the search's stopping probability")
+    ap.add_argument("--json", type=Path, default=None, help="also write the measures, one object per metric")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     ap.add_argument("--no-write", action="store_true", help="print the table only")
     a = ap.parse_args()
@@ -322,20 +379,21 @@ def main() -> None:
     grid = load_grid(a.grid, metrics[0], a.model, a.space)
     text = "\n".join([
         f"{SECTION} ({a.grid.name})", "",
-        f"`python bench/search_replay.py {a.grid}{f' --target {a.target}' if a.target else ''}`: "
-        "the search of `dualobj sweep` replayed on a recorded grid "
-        f"({a.space} space, initial design {{{a.initial.replace(',', ', ')}}} at every R, rounds of {a.batch}, "
-        f"{a.seeds} seeds, tolerance {a.tol:g}). The grid has {grid.n_cells} cells ({len(grid.samples)} distinct "
-        f"(R, α){', the rest second seeds' * (grid.n_cells > len(grid.samples))}): the full grid needs all "
-        f"{grid.n_cells}, the target is {target_text(a, grid)}. Cells needed = cells tried when R's recommended α "
-        "came within the tolerance of the "
-        "grid's best cell and stayed there until every cell was tried (\"never\": not so at the end). Random "
-        "search tries the cells in a random order and recommends the best value read; \"random + GP\" recommends "
-        "the GP's best posterior mean instead.", "",
-        *parts,
+        f"`python bench/search_replay.py {a.grid}{f' --target {a.target}' if a.target else ''}`: the search of "
+        f"`dualobj sweep` replayed on a recorded grid ({a.space} space, initial design "
+        f"{{{a.initial.replace(',', ', ')}}} at every R, rounds of {a.batch}, delta {a.tol:g}, confidence "
+        f"{a.confidence:g}, {a.seeds} replay seeds). The grid has {grid.n_cells} runs ({len(grid.samples)} cells); "
+        f"the search's budget is {target_text(a, grid)}. Each time the search trains a cell it reads one of the "
+        "cell's seeds not read before (so a cell takes at most as many runs as the grid has seeds of it); it stops "
+        "when it calls every R resolved or the budget is spent. Correct = the final recommendation within delta "
+        "of the grid's best cell by the mean over its seeds. Random search reads the grid's runs in a random "
+        "order and recommends the α with the best mean read.", "",
+        *(t for t, _ in parts),
         f"All replays: {time.perf_counter() - t0:.0f} s wall time, peak memory (VmHWM) "
         f"{peak_rss_mib() or float('nan'):.0f} MiB.", ""])
     print(text)
+    if a.json is not None:
+        write_json(a.json, [o.as_dict() for _, o in parts])
     if not a.no_write:
         write_section(a.out, f"{SECTION_KEY}: {a.grid.stem}", text)
 

@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,10 @@ def test_search_block_is_parsed_with_its_defaults(tmp_path):
     assert q.values == [k / 8 for k in range(9)] and q.conditions == [1.0, 2.0]
     assert q.initial == {1.0: [0.0, 1.0], 2.0: [0.0, 1.0]} and q.design_size == 4
     assert (q.goal, q.batch, q.budget, q.space, q.axis) == ("min", 2, 6, "alpha", "objective.alpha")
+    assert (q.delta, q.confidence) == (0.01, 0.9)
+    tight = load_spec(write(tmp_path, SEARCH.replace("  budget: 6", "  delta: 1/200\n  confidence: 0.95\n  budget: 6")))
+    assert (tight.search.delta, tight.search.confidence) == (0.005, 0.95)
+    assert Q.problem_of(tight.search).delta == 0.005 and Q.problem_of(tight.search).confidence == 0.95
     score = load_spec(write(tmp_path, SEARCH.replace("val/ar_bpb", "eval/avg/ar").replace("initial: [0, 1]",
                                                                                            "initial: {2: [1/2]}")))
     assert score.search.goal == "max" and score.search.initial == {2.0: [0.5]} and score.search.batch == 1
@@ -74,6 +79,10 @@ BAD_SEARCH = {
                                 "search axis 'train.lr' cannot be searched; use objective.alpha"),
     "metric that is not a run metric": (SEARCH.replace("val/ar_bpb", "accuracy"),
                                         "search metric 'accuracy' is not a run metric"),
+    "delta not above 0": (SEARCH.replace("  budget: 6", "  delta: 0\n  budget: 6"),
+                          "search delta=0 must be a number > 0 in the metric's units"),
+    "confidence outside (0.5, 1)": (SEARCH.replace("  budget: 6", "  confidence: 1.5\n  budget: 6"),
+                                    "search confidence=1.5 must lie between 0.5 and 1"),
 }
 
 
@@ -186,42 +195,99 @@ def noisy(r: float, x: float, seed: int) -> float:
     return surface(r, x) + rng.normal(0.0, 0.003)
 
 
-def run_loop(problem: Q.Problem, design: list, budget: int, batch: int, seed: int = 0):
-    """The search loop of `dualobj sweep` with ``noisy`` as the oracle; returns (tried points, final summary)."""
-    obs, tried, points = [], [], list(design)
+def run_loop(problem: Q.Problem, design: list, budget: int, batch: int, seed: int = 0, f=None):
+    """The search loop of `dualobj sweep` with ``f`` (default ``noisy``) as the oracle: each run of a point
+    takes its next seed. Returns (the runs, the final summary, the kind of each round)."""
+    f = f or noisy
+    obs, runs, points, kinds = [], Counter(), list(design), []
     while True:
-        obs += [{"R": r, "x": x, "value": noisy(r, x, seed)} for r, x in points]
-        tried += points
+        for r, x in points:
+            obs.append({"R": r, "x": x, "seed": runs[r, x], "value": f(r, x, runs[r, x] + 100 * seed)})
+            runs[r, x] += 1
         post, summary = Q.assess(problem, pd.DataFrame(obs))
-        n = min(batch, budget - len(tried))
-        points = Q.next_cells(problem, post, set(tried), n)[0] if n > 0 else []
+        n = min(batch, budget - len(obs))
+        points, kind = Q.next_cells(problem, post, runs, n, summary) if n > 0 else ([], "budget")
+        kinds.append(kind)
         if not points:
-            return tried, summary
+            return obs, summary, kinds
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_search_finds_the_best_alpha_of_a_known_surface_with_a_third_of_the_grid(seed):
+def test_search_resolves_every_r_of_a_known_surface_and_stops(seed):
     levels, values = (1.0, 4.0, 16.0, 64.0), tuple(k / 8 for k in range(9))
     problem = Q.Problem(levels, values, lower=True, seed=seed)
     design = [(r, x) for r in levels for x in (0.5, 1.0)]
-    tried, summary = run_loop(problem, design, budget=12, batch=2, seed=seed)
-    assert len(tried) == len(set(tried)) == 12  # a third of the 36 cells, none twice
+    obs, summary, kinds = run_loop(problem, design, budget=36, batch=2, seed=seed)
+    assert kinds[0] == "seed noise" and kinds[-1] == "every R resolved", kinds
+    assert len(obs) < 36  # stopped before the budget: a third of the 9 x 4 cells would be 12
     got = {row["R"]: row["x"] for row in summary}
     assert got == {1.0: 1.0, 4.0: 0.75, 16.0: 0.5, 64.0: 0.25}
-    assert all(0 < row["p_best"] <= 1 and row["best_std"] >= 0 for row in summary)
+    for row in summary:  # resolved: confident, the recommendation run twice and its neighbours once
+        assert row["resolved"] and row["p_within"] >= 0.9 and not row["unmeasured"]
+        runs = Counter(o["x"] for o in obs if o["R"] == row["R"])
+        assert runs[row["x"]] >= 2 and all(runs[x] >= 1 for x in values if abs(x - row["x"]) == 0.125)
+        assert row["runs"] == sum(runs.values()) and row["cells"] == len(runs)
+
+
+def test_an_r_the_budget_cannot_resolve_is_reported_unresolved_and_the_budget_ends_the_search():
+    """At R=4 α = 1/4 leads the flat rest by 0.03 under seed noise of sd 0.03, with delta 0.002: the search
+    keeps adding seeds (repeats), recommends 1/4 but calls R=4 unresolved with another α not separated, and
+    stops at the budget; R=1 (a clear optimum, little noise) is resolved."""
+    def f(r, x, seed):
+        base = 2.0 + 0.8 * (x - 1.0) ** 2 if r == 1.0 else 2.0 + 0.03 * (x == 0.5) - 0.03 * (x == 0.25)
+        return base + np.random.default_rng([int(r), int(x * 8), seed]).normal(0.0, 0.03 if r == 4.0 else 0.001)
+
+    values = (0.0, 0.25, 0.5, 0.75, 1.0)
+    problem = Q.Problem((1.0, 4.0), values, delta=0.002, seed=0)
+    obs, summary, kinds = run_loop(problem, [(r, x) for r in (1.0, 4.0) for x in (0.0, 0.5, 1.0)], 30, 2, f=f)
+    assert len(obs) == 30 and kinds[-1] == "budget"
+    at = {row["R"]: row for row in summary}
+    assert at[1.0]["resolved"] and at[1.0]["x"] == 1.0
+    assert at[4.0]["x"] == 0.25 and not at[4.0]["resolved"] and at[4.0]["p_within"] < 0.9 and at[4.0]["not_separated"]
+    cells = Counter((o["R"], o["x"]) for o in obs)
+    assert max(cells.values()) >= 3  # seeds were added to points already run
+
+
+def test_a_recommendation_is_resolved_only_when_bracketed_by_measurements():
+    values = (0.0, 0.25, 0.5, 0.75, 1.0)
+    problem = Q.Problem((1.0, 4.0), values, seed=0)
+    obs = pd.DataFrame([{"R": r, "x": x, "seed": s, "value": surface(r, x) + 0.002 * s}
+                        for r in (1.0, 4.0) for x in values for s in (0, 1)])
+    post, summary = Q.assess(problem, obs)
+    assert all(row["resolved"] for row in summary) and Q.next_cells(problem, post, Counter(), 2, summary) == \
+        ([], "every R resolved")
+    # With one run of R=4's best (3/4) the GP is as sure, but R=4 is not resolved until a second seed is in.
+    part = obs[~((obs["R"] == 4.0) & (obs["x"] == 0.75) & (obs["seed"] == 1))]
+    post, summary = Q.assess(problem, part)
+    at = {row["R"]: row for row in summary}
+    assert at[4.0]["x"] == 0.75 and at[4.0]["p_within"] >= 0.9 and at[4.0]["unmeasured"] == [0.75]
+    assert not at[4.0]["resolved"] and at[1.0]["resolved"]
+    runs = Counter(zip(part["R"], part["x"], strict=True))
+    assert Q.next_cells(problem, post, runs, 2, summary) == ([(4.0, 0.75)], "bracket")
+    # Without the runs of its neighbour 1/2 the GP is unsure, and the knowledge gradient works at R=4 alone.
+    part = obs[~((obs["R"] == 4.0) & (obs["x"] == 0.5))]
+    post, summary = Q.assess(problem, part)
+    points, kind = Q.next_cells(problem, post, Counter(zip(part["R"], part["x"], strict=True)), 2, summary)
+    assert kind == "knowledge gradient" and points and all(r == 4.0 for r, _ in points)
 
 
 def test_proposals_are_a_pure_function_of_the_finished_results():
     levels, values = (1.0, 4.0, 16.0), (0.0, 0.25, 0.5, 0.75, 1.0)
     problem = Q.Problem(levels, values, seed=3)
     design = [(r, x) for r in levels for x in (0.0, 1.0)] + [(16.0, 0.5)]
-    obs = pd.DataFrame([{"R": r, "x": x, "value": noisy(r, x, 0)} for r, x in design])
-    first = Q.next_cells(problem, Q.assess(problem, obs)[0], set(design), 3)
+    obs = pd.DataFrame([{"R": r, "x": x, "seed": 0, "value": noisy(r, x, 0)} for r, x in design])
+    runs = Counter(design)
+    first = Q.next_cells(problem, Q.assess(problem, obs)[0], runs, 3)
     shuffled = obs.sample(frac=1.0, random_state=7)
-    again = Q.next_cells(problem, Q.assess(problem, shuffled)[0], set(design), 3)
-    assert first == again and first[1] == "knowledge gradient"
-    points = first[0]
-    assert len(points) == 3 == len(set(points)) and not set(points) & set(design)
+    again = Q.next_cells(problem, Q.assess(problem, shuffled)[0], runs, 3)
+    assert first == again and first[1] == "seed noise"  # no point has two runs yet: second seeds first
+    assert set(first[0]) <= set(design) and len(first[0]) == 3
+    # With a replicate the noise is known and the knowledge gradient picks, again the same from any order.
+    obs2 = pd.concat([obs, pd.DataFrame([{"R": 16.0, "x": 0.5, "seed": 1, "value": noisy(16.0, 0.5, 1)}])])
+    runs2 = runs + Counter([(16.0, 0.5)])
+    a = Q.next_cells(problem, Q.assess(problem, obs2)[0], runs2, 3)
+    b = Q.next_cells(problem, Q.assess(problem, obs2.sample(frac=1.0, random_state=1))[0], runs2, 3)
+    assert a == b and a[1] in ("knowledge gradient", "bracket") and len(a[0]) >= 1
 
 
 def test_gaps_are_filled_until_the_gp_can_be_fitted():
@@ -229,7 +295,7 @@ def test_gaps_are_filled_until_the_gp_can_be_fitted():
     tried = {(1.0, 0.0), (1.0, 1.0), (4.0, 0.0)}
     post, summary = Q.assess(problem, pd.DataFrame([{"R": r, "x": x, "value": 1.0 + x} for r, x in tried]))
     assert post is None and summary is None  # 3 results: too few for the GP
-    points, kind = Q.next_cells(problem, post, tried, 2)
+    points, kind = Q.next_cells(problem, post, Counter(tried), 2)
     assert kind == "gap filling" and points == [(4.0, 1.0), (1.0, 0.5)]
 
 
@@ -256,8 +322,12 @@ def test_search_runs_resumes_and_never_trains_a_cell_twice(tmp_path, cache_dir):
     assert res.returncode == 0, res.stderr[-3000:]
     trace = Q.read_trace(out)
     cells = Q.trace_cells(trace)
-    assert [r["kind"] for r in trace["rounds"]] == ["design", "knowledge gradient"] and len(cells) == 5
+    assert [r["kind"] for r in trace["rounds"]] == ["design", "seed noise"] and len(cells) == 5
     assert attempts_and_steps(out) == {c["run_id"]: ("done", 1) for c in cells}
+    again = cells[4]  # a second seed of a design cell: its own run, with the seed in its config
+    first = next(c for c in cells[:4] if (c["R"], c["x"]) == (again["R"], again["x"]))
+    assert (first["seed"], again["seed"]) == (0, 1) and again["run_id"] != first["run_id"]
+    assert "seed: 1" in (out / again["run_id"] / "config.yaml").read_text()
     summary = json.loads((out / cells[0]["run_id"] / "summary.json").read_text())
     assert summary["ar_share"] == summary["alpha"]  # ar_loss_scale 1
     assert all(c["value"] == json.loads((out / c["run_id"] / "summary.json").read_text())["val/ar_bpb"] for c in cells)
@@ -265,8 +335,8 @@ def test_search_runs_resumes_and_never_trains_a_cell_twice(tmp_path, cache_dir):
 
     # The next proposal, computed here from the finished results, is what a larger budget trains next.
     problem = Q.problem_of(load_spec(micro_search(tmp_path, cache_dir, 6)).search)
-    obs = pd.DataFrame([{"R": c["R"], "x": c["x"], "value": c["value"]} for c in cells])
-    expected = Q.next_cells(problem, Q.assess(problem, obs)[0], {(c["R"], c["x"]) for c in cells}, 1)[0]
+    obs = pd.DataFrame([{"R": c["R"], "x": c["x"], "seed": c["seed"], "value": c["value"]} for c in cells])
+    expected = Q.next_cells(problem, Q.assess(problem, obs)[0], Counter((c["R"], c["x"]) for c in cells), 1)[0]
     stamps = {c["run_id"]: (out / c["run_id"] / "status.json").read_text() for c in cells}
     res = run_cli("sweep", str(micro_search(tmp_path, cache_dir, 6)), "--out", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
@@ -279,7 +349,9 @@ def test_search_runs_resumes_and_never_trains_a_cell_twice(tmp_path, cache_dir):
     rep = run_cli("report", str(out), "-m", "val/ar_bpb")
     assert rep.returncode == 0, rep.stderr[-3000:]
     text = (out / "report" / "report.md").read_text()
-    assert "## Adaptive search" in text and "| 2 | knowledge gradient |" in text and "**Recommendation**" in text
+    kind = Q.read_trace(out)["rounds"][2]["kind"]
+    assert "## Adaptive search" in text and f"| 2 | {kind} |" in text and "**Recommendation**" in text
+    assert "| R | recommended α | AR share | predicted val/ar_bpb | P(within 0.01 of the best) | answer |" in text
     assert (out / "report" / "search_trace.png").stat().st_size > 0
 
 
@@ -329,16 +401,43 @@ def test_replay_counts_cells_until_each_r_is_resolved_for_good(tmp_path):
     B = bench_module("search_replay")
     grid = B.load_grid(synthetic_record(tmp_path / "g.json"), "val/ar_bpb", None, "alpha")
     assert grid.n_cells == 28 and len(grid.samples) == 20 and grid.best(16.0) == (0.5, pytest.approx(2.402))
-    # Resolved for good: a recommendation that is right at 6 but wrong at 8 counts from 10.
-    history = [(4, {16.0: 0.0}), (6, {16.0: 0.5}), (8, {16.0: 0.25}), (10, {16.0: 0.5}), (12, {16.0: 0.5})]
+    # Right for good: a recommendation that is right at 6 but wrong at 8 counts from 10.
+    history = [B.Step(n, {16.0: x}, set()) for n, x in ((4, 0.0), (6, 0.5), (8, 0.25), (10, 0.5), (12, 0.5))]
     assert B.cells_needed(grid, history, 16.0, 0.01) == 10
     assert B.cells_needed(grid, history[:3], 16.0, 0.01) is None
-    hist = B.replay_search(grid, 0, 2, [0.5, 1.0])
-    assert [n for n, _ in hist] == list(range(8, 21, 2))  # rounds of 2 until all 20 cells are tried
-    needed = B._needed(grid, [hist], 0.01)
-    assert all(n[0] is not None and n[0] <= 12 for n in needed.values()), needed
+    assert B.correct_at(grid, history, 9, 0.01) == {1.0: False, 4.0: False, 16.0: False, 64.0: False}
+    hist = B.replay_search(grid, 0, 2, [0.5, 1.0], 28)
+    last = hist[-1]
+    assert [s.runs for s in hist][:2] == [8, 10] and last.runs <= 28
+    assert all(grid.ok(r, last.rec[r], 0.01) for r in grid.levels)
+    assert sum(last.runs_by_r.values()) == last.runs
     rand = B.replay_random(grid, 0, 2, gp=False)
-    assert rand[-1][0] == 20 and all(grid.ok(r, rand[-1][1][r], 0.01) for r in grid.levels)
+    assert rand[-1].runs == 28 and all(grid.ok(r, rand[-1].rec[r], 0.01) for r in grid.levels)
+
+
+def test_the_oracle_reads_each_seed_of_a_cell_once():
+    B = bench_module("search_replay")
+    grid = B.Grid("m", True, "alpha", 1.0, {(1.0, 0.0): [1.0, 2.0, 3.0]}, 3)
+    oracle = B.Oracle(grid, np.random.default_rng(0))
+    got = oracle.read([(1.0, 0.0)] * 3)
+    assert sorted(o["value"] for o in got) == [1.0, 2.0, 3.0] and sorted(o["seed"] for o in got) == [0, 1, 2]
+    assert grid.problem(0).room((1.0, 0.0), 2) and not grid.problem(0).room((1.0, 0.0), 3)
+
+
+def test_replay_writes_its_measures_as_json(tmp_path):
+    out = tmp_path / "r.json"
+    record = synthetic_record(tmp_path / "g.json")
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "search_replay.py"), str(record), "--metric",
+                          "val/ar_bpb", "--seeds", "2", "--target", "20", "--json", str(out), "--no-write"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (m,) = json.loads(out.read_text())
+    assert {"metric", "grid_runs", "cells_median", "random_cells_median", "seeds_within_target",
+            "correct_selection_rate"} <= set(m)
+    assert m["metric"] == "val/ar_bpb" and m["grid_runs"] == 28 and m["budget"] == 20 and m["cells_median"] <= 20
+    assert set(m["correct_selection_rate"]) == {"1.0", "4.0", "16.0", "64.0", "all"}
+    assert m["correct_selection_rate"]["all"] == 1.0 and 0 <= m["seeds_within_target"] <= 1
+    assert "| R | grid's best α" in res.stdout and "Targets (correct selection" in res.stdout
 
 
 def test_replay_writes_its_own_section_of_results(tmp_path):

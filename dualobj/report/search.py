@@ -30,7 +30,9 @@ def search_section(path: str | Path, out: Path, plots: bool = True) -> tuple[lis
              f"in {len(trace['rounds'])} rounds. AR share = s·α / (s·α + 1 − α) with objective.ar_loss_scale "
              f"s = {s['ar_loss_scale']:g}. After each round the GP over all finished cells gives, per R, the "
              "recommended value (best posterior mean) and the posterior of the best value (mean ± std over joint "
-             "posterior draws).", "",
+             "posterior draws). An R is resolved when P(its recommendation is within delta of the best) ≥ "
+             f"{s.get('confidence', 0.9):g} and the recommendation has two runs and its neighbours one each; the "
+             "search stops when every R is resolved or its budget is spent.", "",
              *_tried_table(trace), "", *_posterior_table(trace), ""]
     final = next((r["posterior"] for r in reversed(trace["rounds"]) if r.get("posterior")), None)
     if final:
@@ -51,10 +53,10 @@ def _value(v) -> str:
 
 def _tried_table(trace: dict) -> list[str]:
     """One row per round: how its cells were chosen and each cell with its result."""
-    rows = ["| round | chosen by | cells tried (R: α, AR share → metric) |", "|---:|---|---|"]
+    rows = ["| round | chosen by | cells tried (R: α, AR share, seed → metric) |", "|---:|---|---|"]
     for rnd in trace["rounds"]:
-        tried = "; ".join(f"R={c['R']:g}: α={format_alpha(c['alpha'])}, {c['ar_share']:.3f} → {_value(c.get('value'))}"
-                          for c in rnd["cells"])
+        tried = "; ".join(f"R={c['R']:g}: α={format_alpha(c['alpha'])}, {c['ar_share']:.3f}, seed {c.get('seed', 0)} "
+                          f"→ {_value(c.get('value'))}" for c in rnd["cells"])
         rows.append(f"| {rnd['round']} | {rnd['kind']} | {tried} |")
     return rows
 
@@ -75,14 +77,29 @@ def _posterior_table(trace: dict) -> list[str]:
 
 
 def _recommendation_table(final: list[dict], cells: list[dict], s: dict) -> list[str]:
-    rows = [f"| R | recommended α | AR share | predicted {s['metric']} | best {s['space']} (posterior) | P(best) | "
-            "cells at R |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    """Per R: the recommendation, P(within delta of the best), resolved or not, the α it could not separate,
+    and the cells (distinct α) and runs (seeds counted) spent there."""
+    from dualobj.sweep.search import to_alpha
+
+    delta = s.get("delta")
+    rows = [f"| R | recommended α | AR share | predicted {s['metric']} | P(within {_num(delta)} of the best) | "
+            "answer | not separated from α | cells | runs |", "|---:|---:|---:|---:|---:|---|---|---:|---:|"]
     for p in final:
-        n = sum(c["R"] == p["R"] for c in cells)
+        here = [c for c in cells if c["R"] == p["R"]]
+        n_cells = len({c["x"] for c in here})
+        others = ", ".join(format_alpha(to_alpha(x, s["space"], s["ar_loss_scale"]))
+                           for x in p.get("not_separated", []))
+        if "p_within" in p:
+            prob, answer = f"{p['p_within']:.2f}", "resolved" if p["resolved"] else "unresolved"
+        else:  # a trace written before the search had a stopping rule
+            prob, answer = "—", f"P(best) {p['p_best']:.2f}"
         rows.append(f"| {p['R']:g} | {format_alpha(p['alpha'])} | {p['ar_share']:.3f} | {p['predicted']:.4f} ± "
-                    f"{p['predicted_std']:.4f} | {p['best_mean']:.3f} ± {p['best_std']:.3f} | "
-                    f"{p['p_best']:.2f} | {n} |")
+                    f"{p['predicted_std']:.4f} | {prob} | {answer} | {others or '—'} | {n_cells} | {len(here)} |")
     return rows
+
+
+def _num(v) -> str:
+    return "delta" if v is None else f"{v:g}"
 
 
 def plot_search_trace(trace: dict, path: str | Path) -> Path:

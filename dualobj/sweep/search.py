@@ -1,31 +1,40 @@
-"""Adaptive, GP-guided sweeps: the best α at each data-repetition level R with a handful of models.
+"""Adaptive, GP-guided sweeps: the best α at each data-repetition level R with a handful of models, and
+whether each answer is resolved beyond seed noise.
 
 A sweep file with a ``search:`` block (:class:`dualobj.sweep.spec.SearchSpec`) trains its initial design,
 then goes in rounds. Each round fits the report's Gaussian process (:func:`dualobj.stats.gp.fit_gp`: one
-surface over (log2 R, x) for all conditions at once, x = α or the AR share of the gradient weight) to every
-finished cell, and proposes the next ``batch`` cells by the knowledge gradient, until the budget is spent.
+surface over (log2 R, x) for all conditions at once, x = α or the AR share of the gradient weight, each run
+one observation, the white noise bounded below by the replicate seeds) to every finished run, decides which
+R are resolved, and proposes the next ``batch`` runs, until every R is resolved or the budget is spent.
 
 * **Recommendation.** At each R, the allowed value with the best posterior mean (tried or not).
-* **Acquisition.** The knowledge gradient of a candidate cell is how much observing it is expected to
-  improve the recommendations, summed over the conditions: Σ_R [best mean now − E best mean after]. The
-  posterior mean moves linearly in the observation, so the expectation is that of the minimum of lines in
-  one standard normal variable, computed exactly (:func:`expected_min`). A batch is picked greedily:
-  after each pick the posterior covariance is updated as if that cell had been observed at its mean, so
-  the next pick goes where information is still missing. Before the GP can be fitted (under 4 results, or all
-  equal), cells
-  are picked to fill the largest gaps instead.
+* **Resolved.** P(the recommendation is within ``delta`` of the best allowed value) ≥ ``confidence`` over
+  joint posterior draws at that R, and the recommendation is bracketed by measurements: it has two runs
+  and its neighbouring allowed values one each (:func:`summarise`). A resolved R gets no more runs.
+* **Seed noise.** The design runs each point once, so the round after it trains second seeds of the
+  leading points (the noise is unknown until some point has two). From then on a point already run may be
+  proposed again, at the next seed: the knowledge gradient values that where the noise is what keeps the
+  leading values apart.
+* **Acquisition.** The knowledge gradient of a candidate run is how much observing it is expected to
+  improve the recommendations, summed over the unresolved conditions: Σ_R [best mean now − E best mean
+  after]. The posterior mean moves linearly in the observation, so the expectation is that of the minimum
+  of lines in one standard normal variable, computed exactly (:func:`expected_min`). A batch is picked
+  greedily: after each pick the posterior covariance is updated as if that run had been observed at its
+  mean, so the next pick goes where information is still missing. Before the GP can be fitted (under 4
+  results, or all equal), cells are picked to fill the largest gaps instead.
 * **Determinism and resumption.** Proposals are a pure function of the finished results (the GP's
   restarts and posterior draws are seeded by ``search.seed``). The trace ``search.json`` in the sweep
   folder is written atomically before a round trains; a re-run trains what the trace holds that is not
-  done (resuming interrupted cells), then continues. Every cell is an ordinary run directory, so a cell is
+  done (resuming interrupted cells), then continues. Every run is an ordinary run directory, so a cell is
   never trained twice and `dualobj status` / `dualobj report` read the folder like any other.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -38,7 +47,7 @@ from dualobj.errors import ConfigError, RunDirError
 from dualobj.fmt import format_alpha
 from dualobj.run import read_json, write_json
 from dualobj.run.table import load_runs
-from dualobj.stats.gp import GPFit, fit_gp
+from dualobj.stats.gp import GPFit, features, fit_gp
 from dualobj.sweep.launch import launch
 from dualobj.sweep.outcome import Outcome, SweepResult, stuck
 from dualobj.sweep.plan import Cell, check_data, plan, write_manifest
@@ -59,13 +68,17 @@ def to_alpha(x: float, space: str, ar_loss_scale: float) -> float:
 # ----------------------------------------------------------------------------- the decision problem
 @dataclass(frozen=True)
 class Problem:
-    """What a search chooses among: at each condition level R, one of the allowed values x."""
+    """What a search chooses among: at each condition level R, one of the allowed values x; and when it
+    may stop: an R is resolved once P(its recommendation is within ``delta`` of the best) ≥ ``confidence``."""
 
     levels: tuple[float, ...]  # the condition levels (data.repetitions), ascending
     values: tuple[float, ...]  # the allowed values of the search coordinate, ascending
     lower: bool = True  # whether a lower metric is better
     seed: int = 0  # random state of the GP fit and of the posterior draws
     allowed: frozenset | None = None  # the (R, x) pairs that may be tried; None = every pair
+    delta: float = 0.01  # resolved: the recommended x within delta of the best x (the metric's units) ...
+    confidence: float = 0.9  # ... with at least this posterior probability
+    max_seeds: dict | None = field(default=None, compare=False)  # per (R, x), the most runs it may have; None: no limit
 
     @cached_property
     def points(self) -> list[tuple[float, float]]:
@@ -78,6 +91,10 @@ class Problem:
         return [(r, np.array([i for i, p in enumerate(self.points) if p[0] == r])) for r in self.levels
                 if any(p[0] == r for p in self.points)]
 
+    def room(self, point: tuple[float, float], runs: int) -> bool:
+        """Whether ``point`` may take another run after ``runs`` (the replay's grid has only its seeds)."""
+        return self.max_seeds is None or runs < self.max_seeds.get(point, 0)
+
 
 @dataclass
 class Posterior:
@@ -86,45 +103,66 @@ class Posterior:
     problem: Problem
     mean: np.ndarray
     cov: np.ndarray
-    noise: float  # the variance of one observation (the fitted white noise)
+    noise: float  # the variance of one observation (the fitted white noise, bounded below by replicate seeds)
     fit: GPFit
 
 
 def fit_posterior(problem: Problem, obs: pd.DataFrame) -> Posterior | None:
-    """Fit :func:`dualobj.stats.gp.fit_gp` to the results ``obs`` (columns R, x, value; one row per finished
-    cell) and evaluate it at every point; None when the GP cannot be fitted (under 4 results, all equal)."""
+    """Fit :func:`dualobj.stats.gp.fit_gp` to the results ``obs`` (columns R, x, value and seed; one row per
+    finished run) and evaluate it at every point; None when the GP cannot be fitted (under 4 results, all
+    equal). Replicate seeds bound the GP's noise from below (:func:`dualobj.stats.gp.noise_floor`)."""
     from threadpoolctl import threadpool_limits
 
+    seeds = obs["seed"].to_numpy(int) if "seed" in obs else np.zeros(len(obs), int)
     frame = pd.DataFrame({"state": "done", "model": "search", "repetitions": obs["R"].to_numpy(float),
-                          "alpha": obs["x"].to_numpy(float), "value": obs["value"].to_numpy(float)})
-    frame = frame.sort_values(["repetitions", "alpha", "value"], kind="stable").reset_index(drop=True)
+                          "alpha": obs["x"].to_numpy(float), "seed": seeds, "value": obs["value"].to_numpy(float)})
+    frame = frame.sort_values(["repetitions", "alpha", "seed", "value"], kind="stable").reset_index(drop=True)
     try:
         gp = fit_gp(frame, "value", lower_is_better=problem.lower, n_alpha=3, n_samples=8, seed=problem.seed)
     except ValueError:
         return None
-    X = np.array([[math.log2(r), x] for r, x in problem.points])
+    r, x = np.array(problem.points, float).T
     with threadpool_limits(limits=1):
-        mean, cov = gp.latent.predict(X, return_cov=True)
-        full_sd = gp.regressor.predict(X[:1], return_std=True)[1][0]
-    return Posterior(problem, np.asarray(mean, float), np.asarray(cov, float), max(full_sd**2 - cov[0, 0], 1e-12), gp)
+        mean, cov = gp.latent.predict(features(r, x), return_cov=True)
+    noise = float(gp.regressor.kernel_.k2.noise_level) * float(gp.regressor._y_train_std) ** 2
+    return Posterior(problem, np.asarray(mean, float), np.asarray(cov, float), max(noise, 1e-12), gp)
 
 
-def summarise(post: Posterior, n_draws: int = 2000) -> list[dict]:
-    """Per level R: the recommended x (best posterior mean) with its predicted metric ± std, and the
-    posterior of the best x over joint draws at that R: its mean ± std and P(the recommended x is best)."""
+def summarise(post: Posterior, obs: pd.DataFrame | None = None, n_draws: int = 4000) -> list[dict]:
+    """Per level R: the recommended x (best posterior mean) with its predicted metric ± std; from joint
+    posterior draws at that R, P(the recommended x is best) (``p_best``) and P(it is within delta of the
+    best) (``p_within``); the other x within delta of the best with probability ≥ 1 − confidence
+    (``not_separated``: what the search could not tell from it); the posterior mean ± std of the best x;
+    from ``obs`` the cells (distinct x) and runs (seeds counted) at R, and ``unmeasured``: the recommended x
+    if it has under two runs and its neighbours among the allowed values at R if they have none (where the
+    problem allows another run of them).
+
+    ``resolved`` when p_within ≥ confidence and nothing is unmeasured: the GP's smooth surface alone may
+    extrapolate a minimum past the last measured x (a lucky low seed at the edge of what was tried), so a
+    recommendation counts only once it is bracketed by measured values."""
     pb = post.problem
     rng = np.random.default_rng(pb.seed)
+    obs = pd.DataFrame(columns=["R", "x"]) if obs is None else obs
     out = []
     for r, idx in pb.groups:
         xs = np.array([pb.points[i][1] for i in idx])
         m, c = post.mean[idx], post.cov[np.ix_(idx, idx)]
-        b = int(np.argmin(m) if pb.lower else np.argmax(m))
-        draws = rng.multivariate_normal(m, c, size=n_draws, method="eigh", check_valid="ignore")
-        p = np.bincount(draws.argmin(1) if pb.lower else draws.argmax(1), minlength=len(idx)) / n_draws
+        sign = 1.0 if pb.lower else -1.0
+        b = int(np.argmin(sign * m))
+        draws = sign * rng.multivariate_normal(m, c, size=n_draws, method="eigh", check_valid="ignore")
+        within = (draws - draws.min(1, keepdims=True) <= pb.delta).mean(0)  # P(x within delta of the best)
+        p = np.bincount(draws.argmin(1), minlength=len(idx)) / n_draws
         mu = float(p @ xs)
+        here = obs[obs["R"] == r]
+        ran = here["x"].astype(float).value_counts()
+        need = {float(v): 2 if v == xs[b] else 1 for v in xs[max(b - 1, 0):b + 2]}
+        unmeasured = [v for v, k in need.items() if ran.get(v, 0) < k and pb.room((r, v), ran.get(v, 0))]
         out.append({"R": r, "x": float(xs[b]), "predicted": float(m[b]), "predicted_std": math.sqrt(max(c[b, b], 0.0)),
+                    "p_best": float(p[b]), "p_within": float(within[b]),
+                    "resolved": bool(within[b] >= pb.confidence and not unmeasured), "unmeasured": unmeasured,
+                    "not_separated": [float(v) for k, v in enumerate(xs) if k != b and within[k] >= 1 - pb.confidence],
                     "best_mean": mu, "best_std": math.sqrt(max(float(p @ (xs - mu) ** 2), 0.0)),
-                    "p_best": float(p[b])})
+                    "cells": len(ran), "runs": len(here)})
     return out
 
 
@@ -172,14 +210,16 @@ def knowledge_gradient(mean: np.ndarray, cov: np.ndarray, noise: float, groups: 
     return np.maximum(kg, 0.0)
 
 
-def propose(post: Posterior, tried: set, n: int) -> list[tuple[float, float]]:
-    """Up to ``n`` untried points, picked greedily by the knowledge gradient, each pick "observed" at its
-    posterior mean before the next (ties: the lowest R, then the lowest x)."""
+def propose(post: Posterior, runs: Counter, n: int, levels: set) -> list[tuple[float, float]]:
+    """Up to ``n`` points at the levels ``levels``, picked greedily by the knowledge gradient over those
+    levels, each pick "observed" at its posterior mean before the next. A point already run may be picked
+    again (another seed): with the seed noise in the posterior, that is worth most where it is what
+    separates the leading x. Ties: the lowest R, then the lowest x."""
     pb, cov = post.problem, post.cov.copy()
-    groups = [idx for _, idx in pb.groups]
+    groups = [idx for r, idx in pb.groups if r in levels]
     chosen: list[tuple[float, float]] = []
     for _ in range(n):
-        cand = [i for i, p in enumerate(pb.points) if p not in tried and p not in chosen]
+        cand = [i for i, p in enumerate(pb.points) if p[0] in levels and pb.room(p, runs[p] + chosen.count(p))]
         if not cand:
             break
         score = knowledge_gradient(post.mean, cov, post.noise, groups, cand, pb.lower)
@@ -211,21 +251,52 @@ def _gap(p: tuple[float, float], done: list[tuple[float, float]]) -> tuple:
     return (-len(near), min(near) if near else 2.0)
 
 
+def replicate(problem: Problem, post: Posterior, runs: Counter, summary: list[dict],
+              n: int) -> list[tuple[float, float]]:
+    """Up to ``n`` second seeds, where no point has two yet (the seed noise is unknown): at each unresolved
+    R, least resolved first, the tried point with the best posterior mean."""
+    order = sorted((row for row in summary if not row["resolved"]), key=lambda row: (row["p_within"], row["R"]))
+    sign = 1.0 if problem.lower else -1.0
+    chosen = []
+    for row in order:
+        tried = [(sign * post.mean[i], problem.points[i]) for i in dict(problem.groups)[row["R"]]
+                 if runs[problem.points[i]] and problem.room(problem.points[i], runs[problem.points[i]])]
+        if tried:
+            chosen.append(min(tried)[1])
+    return chosen[:n]
+
+
 def assess(problem: Problem, obs: pd.DataFrame) -> tuple[Posterior | None, list[dict] | None]:
     """The posterior after the results ``obs`` and its summary per R (None, None before a GP can be fitted)."""
     post = fit_posterior(problem, obs) if len(obs) else None
-    return post, (summarise(post) if post is not None else None)
+    return post, (summarise(post, obs) if post is not None else None)
 
 
-def next_cells(problem: Problem, post: Posterior | None, tried: set, n: int) -> tuple[list[tuple[float, float]], str]:
-    """The next round's points and how they were chosen: a pure function of the finished results."""
+def next_cells(problem: Problem, post: Posterior | None, runs: Counter, n: int,
+               summary: list[dict] | None = None) -> tuple[list[tuple[float, float]], str]:
+    """The next round's points and how they were chosen (a pure function of the finished results ``runs``:
+    runs per point): gap filling until a GP can be fitted; then nothing once every R is resolved; a second
+    seed of leading points while no point has two (the noise is unknown); the unmeasured neighbours of a
+    recommendation the GP is already sure of (:func:`summarise`); else the knowledge gradient over the
+    unresolved R."""
     if post is None:
-        return fill_gaps(problem, tried, n), "gap filling"
-    return propose(post, tried, n), "knowledge gradient"
+        return fill_gaps(problem, set(runs), n), "gap filling"
+    summary = summarise(post) if summary is None else summary
+    open_levels = {row["R"] for row in summary if not row["resolved"]}
+    if not open_levels:
+        return [], "every R resolved"
+    if max(runs.values(), default=0) < 2 and (points := replicate(problem, post, runs, summary, n)):
+        return points, "seed noise"
+    bracket = [(row["R"], x) for row in summary if not row["resolved"] and row["p_within"] >= problem.confidence
+               for x in row["unmeasured"]]
+    if bracket:
+        return bracket[:n], "bracket"
+    return propose(post, runs, n, open_levels), "knowledge gradient"
 
 
 def problem_of(s: SearchSpec) -> Problem:
-    return Problem(levels=tuple(s.conditions), values=tuple(s.values), lower=s.goal == "min", seed=s.seed)
+    return Problem(levels=tuple(s.conditions), values=tuple(s.values), lower=s.goal == "min", seed=s.seed,
+                   delta=s.delta, confidence=s.confidence)
 
 
 def design_points(s: SearchSpec) -> list[tuple[float, float]]:
@@ -261,6 +332,7 @@ class _Search:
     hydra_args: list[str]
     scale: float  # objective.ar_loss_scale of the cells
     say: Callable[[str], None]
+    base_seed: int = 0  # the config's seed: a point's first run; its later runs take the next seeds
 
     @property
     def s(self) -> SearchSpec:
@@ -274,17 +346,22 @@ class _Search:
         """What makes two searches the same search (budget and batch may change between runs)."""
         s = self.s
         return {"metric": s.metric, "goal": s.goal, "space": s.space, "values": s.values, "conditions": s.conditions,
-                "initial": [[r, v] for r, v in sorted(s.initial.items())], "seed": s.seed,
-                "ar_loss_scale": self.scale, "overrides": [*self.spec.fixed, *self.extra]}
+                "initial": [[r, v] for r, v in sorted(s.initial.items())], "seed": s.seed, "delta": s.delta,
+                "confidence": s.confidence, "ar_loss_scale": self.scale, "overrides": [*self.spec.fixed, *self.extra]}
 
-    def entry(self, r: float, x: float) -> dict:
+    def entry(self, r: float, x: float, repeat: int = 0) -> dict:
+        """A cell of the trace: its point, α, AR share and seed (the config's seed, plus ``repeat`` for the
+        point's later runs)."""
         alpha = round(to_alpha(x, self.s.space, self.scale), 12)
-        return {"R": r, "x": x, "alpha": alpha, "ar_share": ar_share(alpha, self.scale)}
+        return {"R": r, "x": x, "alpha": alpha, "ar_share": ar_share(alpha, self.scale),
+                "seed": self.base_seed + repeat}
 
     def plan(self, entries: list[dict]) -> list[Cell]:
-        """The cells of ``entries`` composed and checked (run id, run directory, state)."""
+        """The cells of ``entries`` composed and checked (run id, run directory, state); a cell at the config's
+        seed has no seed override, so its run id is that of the same cell in a grid sweep."""
         cells = [{"data.repetitions": int(e["R"]) if float(e["R"]).is_integer() else e["R"],
-                  "objective.alpha": e["alpha"]} for e in entries]
+                  "objective.alpha": e["alpha"],
+                  **({"seed": e["seed"]} if e.get("seed", self.base_seed) != self.base_seed else {})} for e in entries]
         planned = plan(replace(self.spec, axes={}, cells=cells), self.folder, self.extra)
         if bad := [c for c in planned if c.error]:
             raise ConfigError(f"{len(bad)} search cell(s) are invalid, e.g. {' '.join(bad[0].overrides)}: "
@@ -298,8 +375,8 @@ def _start(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: list[str
     if not s.metric.startswith(METRIC_PREFIXES):
         raise ConfigError(f"search metric {s.metric!r} is not a run metric; use one from summary.json such as "
                           "val/ar_bpb, val/md_bpb or eval/avg/ar")
-    scale = C.load([*spec.fixed, *extra]).objective.ar_loss_scale
-    run = _Search(spec, folder, extra, hydra_args, scale, say)
+    cfg = C.load([*spec.fixed, *extra])
+    run = _Search(spec, folder, extra, hydra_args, cfg.objective.ar_loss_scale, say, int(cfg.seed))
     trace = read_trace(folder)
     if trace is None:
         trace = {"name": spec.name, "settings": run.settings(), "rounds": []}
@@ -349,19 +426,25 @@ def _observe(run: _Search, trace: dict) -> pd.DataFrame:
     for c in trace_cells(trace):
         c["value"] = values.get(c["run_id"])
         if c["value"] is not None:
-            rows.append({"R": c["R"], "x": c["x"], "value": c["value"]})
-    return pd.DataFrame(rows, columns=["R", "x", "value"])
+            rows.append({"R": c["R"], "x": c["x"], "seed": c.get("seed", run.base_seed), "value": c["value"]})
+    return pd.DataFrame(rows, columns=["R", "x", "seed", "value"])
 
 
 def _add_round(run: _Search, trace: dict, points: list[tuple[float, float]], kind: str) -> None:
-    """Record a round's cells (with run ids) in the trace and the sweep manifest, atomically, before training."""
-    entries = [run.entry(r, x) for r, x in points]
+    """Record a round's cells (with seeds and run ids) in the trace and the sweep manifest, atomically, before
+    training. A point proposed again takes the next seed."""
+    runs = Counter((c["R"], c["x"]) for c in trace_cells(trace))
+    entries = []
+    for r, x in points:
+        entries.append(run.entry(r, x, runs[r, x]))
+        runs[r, x] += 1
     for e, cell in zip(entries, run.plan(entries), strict=True):
         e["run_id"] = cell.run_id
     trace["rounds"].append({"round": len(trace["rounds"]), "kind": kind, "cells": entries, "posterior": None})
     write_manifest(run.spec, run.folder, run.plan(trace_cells(trace)))
     write_json(run.folder / TRACE_FILE, trace)
-    tried = ", ".join(f"R={e['R']:g} α={format_alpha(e['alpha'])}" for e in entries)
+    tried = ", ".join(f"R={e['R']:g} α={format_alpha(e['alpha'])}" + (f" seed {e['seed']}" if e["seed"] != run.base_seed
+                                                                      else "") for e in entries)
     run.say(f"round {len(trace['rounds']) - 1} ({kind}): {tried}")
 
 
@@ -394,9 +477,11 @@ def _record_posterior(run: _Search, trace: dict, summary: list[dict] | None) -> 
         trace["rounds"][-1]["posterior"] = summary
     write_json(run.folder / TRACE_FILE, trace)
     for row in summary or []:
+        others = ", ".join(format_alpha(to_alpha(x, run.s.space, run.scale)) for x in row["not_separated"])
         run.say(f"  R={row['R']:g}: best α {format_alpha(row['alpha'])} (AR share {row['ar_share']:.3f}), "
-                f"{run.s.metric} {row['predicted']:.4f} ± {row['predicted_std']:.4f}; best {run.s.space} "
-                f"{row['best_mean']:.3f} ± {row['best_std']:.3f}, P(best) {row['p_best']:.2f}")
+                f"{run.s.metric} {row['predicted']:.4f} ± {row['predicted_std']:.4f}; P(within {run.s.delta:g} of "
+                f"the best) {row['p_within']:.2f}: {'resolved' if row['resolved'] else 'unresolved'}"
+                + (f"; not separated from {others}" if others else "") + f" ({row['cells']} cells, {row['runs']} runs)")
 
 
 def run_search(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: list[str], dry_run: bool = False,
@@ -424,10 +509,13 @@ def run_search(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: list
         say(f"after round {len(trace['rounds']) - 1}:" + ("" if summary else " too few results for the GP yet"))
         _record_posterior(run, trace, summary)
         n = min(s.batch, s.budget - len(trace_cells(trace)))
-        tried = {(c["R"], c["x"]) for c in trace_cells(trace)}
-        points, kind = next_cells(run.problem, post, tried, n) if n > 0 else ([], "")
+        runs = Counter((c["R"], c["x"]) for c in trace_cells(trace))
+        points, kind = next_cells(run.problem, post, runs, n, summary) if n > 0 else ([], "budget spent")
         if not points:
             break
         _add_round(run, trace, points, kind)
-    say(f"search done: {len(trace_cells(trace))} cells; `dualobj report {folder}` shows the trace")
+    open_r = [f"{row['R']:g}" for row in summary or [] if not row["resolved"]]
+    say(f"search done ({kind}): {len(trace_cells(trace))} runs; "
+        + (f"unresolved at R = {', '.join(open_r)}" if open_r else "every R resolved")
+        + f"; `dualobj report {folder}` shows the trace")
     return SweepResult()

@@ -48,7 +48,7 @@ from dualobj.errors import ConfigError
 SPEC_KEYS = {"name", "description", "fixed", "axes", "cells", "launcher", "retries", "throughput", "search", "seeds",
              "grace"}
 SEARCH_KEYS = {"metric", "goal", "axis", "space", "values", "range", "step", "conditions", "initial", "budget",
-               "batch", "seed"}
+               "batch", "seed", "delta", "confidence"}
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
 
 
@@ -81,6 +81,8 @@ class SearchSpec:
     axis: str = "objective.alpha"  # the searched config key (objective.alpha is the only one for now)
     space: str = "alpha"  # alpha: values are objective.alpha; ar_share: values are the AR share of the gradient
     seed: int = 0  # random state of the GP fit and of its posterior samples
+    delta: float = 0.01  # an R is resolved when its recommendation is within delta of the best (metric units) ...
+    confidence: float = 0.9  # ... with at least this posterior probability; the search ends when every R is
 
     @property
     def design_size(self) -> int:
@@ -314,7 +316,21 @@ def _search(p: Path, raw: dict, fixed: list[str], launcher: dict) -> SearchSpec:
     goal = s.get("goal") or ("min" if default_lower_is_better(s["metric"]) else "max")
     return SearchSpec(metric=s["metric"], goal=goal, values=values, conditions=levels, initial=design,
                       budget=budget, batch=_whole(p, "batch", s.get("batch", jobs), 1),
-                      space=s.get("space", "alpha"), seed=_whole(p, "seed", s.get("seed", 0), 0))
+                      space=s.get("space", "alpha"), seed=_whole(p, "seed", s.get("seed", 0), 0),
+                      **_resolution(p, s))
+
+
+def _resolution(p: Path, s: dict) -> dict:
+    """``delta`` (> 0, the metric's units) and ``confidence`` (in (0.5, 1)) of the per-R stopping rule."""
+    delta = C.parse_number(str(s.get("delta", 0.01)))
+    conf = C.parse_number(str(s.get("confidence", 0.9)))
+    if isinstance(s.get("delta"), bool) or delta is None or not delta > 0:
+        raise ConfigError(f"sweep file {p}: search delta={s.get('delta')!r} must be a number > 0 in the metric's "
+                          "units, e.g. delta: 0.01 (bits per byte)")
+    if isinstance(s.get("confidence"), bool) or conf is None or not 0.5 < conf < 1:
+        raise ConfigError(f"sweep file {p}: search confidence={s.get('confidence')!r} must lie between 0.5 and 1, "
+                          "e.g. confidence: 0.9")
+    return {"delta": float(delta), "confidence": float(conf)}
 
 
 SEEDS_FIX = "use a whole number N >= 1 (seeds 0 .. N-1) or a list of distinct whole numbers >= 0 like [0, 1, 2]"

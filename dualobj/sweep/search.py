@@ -281,7 +281,9 @@ def next_cells(problem: Problem, post: Posterior | None, runs: Counter, n: int,
     unresolved R."""
     if post is None:
         return fill_gaps(problem, set(runs), n), "gap filling"
-    summary = summarise(post) if summary is None else summary
+    if summary is None:  # the runs per point stand in for the observations: summarise counts only R and x
+        summary = summarise(post, pd.DataFrame([{"R": r, "x": x} for (r, x), k in runs.items() for _ in range(k)],
+                                               columns=["R", "x"]))
     open_levels = {row["R"] for row in summary if not row["resolved"]}
     if not open_levels:
         return [], "every R resolved"

@@ -44,7 +44,7 @@ import pandas as pd
 from dualobj import config as C
 from dualobj.budget import ar_share
 from dualobj.errors import ConfigError, RunDirError
-from dualobj.fmt import format_alpha
+from dualobj.fmt import format_alpha, hms
 from dualobj.run import read_json, write_json
 from dualobj.run.table import load_runs
 from dualobj.stats.gp import GPFit, features, fit_gp
@@ -491,7 +491,10 @@ def run_search(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: list
                plan_table: Callable | None = None) -> SweepResult:
     """Run (or resume) the adaptive search of ``spec`` in ``folder``; returns a SweepResult.
 
-    ``say`` prints progress lines, ``show`` a renderable, ``plan_table(cells)`` makes the plan table."""
+    ``say`` prints progress lines, ``show`` a renderable, ``plan_table(cells)`` makes the plan table. A spec with
+    ``variants:`` runs one search per variant, in ``folder/<variant>``, one after the other."""
+    if spec.variants:
+        return _run_variants(spec, Path(folder), extra, hydra_args, dry_run, say, show, plan_table)
     run, trace = _start(spec, Path(folder), list(extra), list(hydra_args), say)
     s = spec.search
     if not trace["rounds"] or dry_run:
@@ -500,7 +503,8 @@ def run_search(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: list
             show(plan_table(design))
         say(f"search: {s.metric} ({s.goal}) over {s.space} ∈ {{{', '.join(format_alpha(v) for v in s.values)}}} at "
             f"R ∈ {{{', '.join(f'{r:g}' for r in s.conditions)}}}: the {s.design_size} cells above, then up to "
-            f"{s.budget - s.design_size} more in rounds of {s.batch}; {len(trace_cells(trace))} proposed so far")
+            f"{s.budget - s.design_size} more in rounds of {s.batch}; {len(trace_cells(trace))} proposed so far; "
+            f"{_time_line(design, s)}")
         if dry_run:
             return SweepResult()
         _add_round(run, trace, design_points(s), "design")
@@ -520,4 +524,35 @@ def run_search(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: list
     say(f"search done ({kind}): {len(trace_cells(trace))} runs; "
         + (f"unresolved at R = {', '.join(open_r)}" if open_r else "every R resolved")
         + f"; `dualobj report {folder}` shows the trace")
+    return SweepResult()
+
+
+def budget_seconds(design: list[Cell], s: SearchSpec) -> float:
+    """Wall seconds of the whole budget, at most: every run as long as the design's longest estimate, in rounds
+    of ``batch`` parallel runs."""
+    longest = max((c.est_s for c in design), default=0.0)
+    return math.ceil(s.budget / s.batch) * longest
+
+
+def _time_line(design: list[Cell], s: SearchSpec) -> str:
+    return (f"the whole budget ({s.budget} runs, {math.ceil(s.budget / s.batch)} rounds of {s.batch}) takes at "
+            f"most ~{hms(budget_seconds(design, s))} of training")
+
+
+def _run_variants(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: list[str], dry_run: bool,
+                  say: Callable, show: Callable, plan_table: Callable | None) -> SweepResult:
+    """One search per variant of ``spec``, in ``folder/<name>``, in the file's order; stops at the first that
+    stops (finished work is kept, a re-run goes on where it stopped)."""
+    total = 0.0
+    for name, overrides in spec.variants.items():
+        say(f"variant {name} ({' '.join(overrides)}) in {folder / name}:")
+        one = replace(spec, fixed=[*spec.fixed, *overrides], variants={})
+        if dry_run:
+            run, _ = _start(one, folder / name, list(extra), list(hydra_args), say)
+            total += budget_seconds(run.plan([run.entry(r, x) for r, x in design_points(one.search)]), one.search)
+        result = run_search(one, folder / name, extra, hydra_args, dry_run, say, show, plan_table)
+        if result.exit_code:
+            return result
+    if dry_run:
+        say(f"{len(spec.variants)} searches, one after the other: at most ~{hms(total)} of training in all")
     return SweepResult()

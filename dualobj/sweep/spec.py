@@ -15,6 +15,15 @@ A sweep file (``sweeps/*.yaml``)::
     seeds: 3                                        # every cell once per seed 0, 1, 2 (or a list: [0, 1, 2])
     grace: 60                                       # seconds a stopped sweep gives its cells (default 60)
 
+With ``variants:`` (optional: a mapping name -> overrides) the file is run once per variant, each with its
+overrides after ``fixed``: a grid sweep takes the product (every cell of every variant, in one folder); a
+search runs one search per variant, in ``<sweep dir>/<name>/``. Settings that go together (a model size with
+its token budget and batch) are one variant where a product of axes would pair them wrongly::
+
+    variants:
+      nano: [model=nano, train.batch_size=4, train.tokens=63488]
+      tiny: [model=tiny, train.tokens=524288]
+
 ``grace:`` bounds a stopped sweep's shutdown: SIGTERM or SIGHUP to the sweep passes SIGTERM on to its cells,
 which stop within seconds in any phase (training saves a checkpoint; an evaluation keeps the tasks it
 finished); cells still alive after ``grace`` seconds are killed and marked interrupted. A cluster kills a
@@ -46,7 +55,7 @@ from dualobj import config as C
 from dualobj.errors import ConfigError
 
 SPEC_KEYS = {"name", "description", "fixed", "axes", "cells", "launcher", "retries", "throughput", "search", "seeds",
-             "grace"}
+             "grace", "variants"}
 SEARCH_KEYS = {"metric", "goal", "axis", "space", "values", "range", "step", "conditions", "initial", "budget",
                "batch", "seed", "delta", "confidence"}
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
@@ -65,6 +74,7 @@ class SweepSpec:
     search: SearchSpec | None = None  # the adaptive search of a `search:` block (dualobj/sweep/search.py)
     seeds: list[int] | None = None  # `seeds:`: every cell runs once per seed; None: at the config's seed
     grace: float = 60.0  # seconds a stopped sweep waits for its cells to stop before killing them
+    variants: dict[str, list[str]] = field(default_factory=dict)  # `variants:`: name -> overrides after `fixed`
 
 
 @dataclass
@@ -155,13 +165,29 @@ def _read_yaml(p: Path) -> dict:
     return raw
 
 
-def _grid(p: Path, raw: dict) -> tuple[list[str], dict, list[dict]]:
-    """The fixed overrides, the axes and the explicit cells, checked."""
-    fixed = raw.get("fixed") or []
-    if isinstance(fixed, dict):
-        fixed = [f"{k}={value_text(v)}" for k, v in fixed.items()]
-    if not isinstance(fixed, list) or not all(isinstance(x, str) and "=" in x for x in fixed):
-        raise ConfigError(f"sweep file {p}: 'fixed' must be a list of key=value overrides")
+def _overrides(p: Path, what: str, x: Any) -> list[str]:
+    """A list of key=value overrides (or a mapping key: value), or a one-line ConfigError naming ``what``."""
+    if isinstance(x, dict):
+        x = [f"{k}={value_text(v)}" for k, v in x.items()]
+    if not isinstance(x, list) or not all(isinstance(o, str) and "=" in o for o in x):
+        raise ConfigError(f"sweep file {p}: {what} must be a list of key=value overrides")
+    return x
+
+
+def _variants(p: Path, raw: dict) -> dict[str, list[str]]:
+    """``variants:``: simple names mapped to their overrides, checked."""
+    v = raw.get("variants") or {}
+    if not isinstance(v, dict):
+        raise ConfigError(f"sweep file {p}: 'variants' must map names to overrides, e.g. "
+                          "{nano: [model=nano, train.tokens=63488], tiny: [model=tiny]}")
+    if bad := [k for k in v if not re.fullmatch(r"[\w.-]+", str(k))]:
+        raise ConfigError(f"sweep file {p}: variant name {bad[0]!r} must be a simple name (letters, digits, _ . -)")
+    return {str(k): _overrides(p, f"variant {k!r}", ov or []) for k, ov in v.items()}
+
+
+def _grid(p: Path, raw: dict, varied: list[str]) -> tuple[list[str], dict, list[dict]]:
+    """The fixed overrides, the axes and the explicit cells, checked (with the variants' overrides ``varied``)."""
+    fixed = _overrides(p, "'fixed'", raw.get("fixed") or [])
     axes = raw.get("axes") or {}
     if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
         raise ConfigError(f"sweep file {p}: 'axes' must map config keys to non-empty lists of values")
@@ -170,7 +196,7 @@ def _grid(p: Path, raw: dict) -> tuple[list[str], dict, list[dict]]:
         raise ConfigError(f"sweep file {p}: 'cells' must be a list of mappings like {{objective.alpha: 0.5}}")
     if not axes and not cells and "search" not in raw:
         raise ConfigError(f"sweep file {p} has neither 'axes' nor 'cells'; add at least one")
-    keys = [o.split("=", 1)[0] for o in fixed] + [str(k) for k in axes] + [str(k) for c in cells for k in c]
+    keys = [o.split("=", 1)[0] for o in fixed + varied] + [str(k) for k in axes] + [str(k) for c in cells for k in c]
     if bad := sorted({k for k in keys if _unsafe_key(k)}):
         raise ConfigError(f"sweep file {p}: key(s) {bad} may not be set by a sweep file (hydra settings and "
                           "keys starting with '_'); use the 'launcher' section or hydra.launcher.*= "
@@ -274,7 +300,8 @@ def _search_checks(p: Path, raw: dict, s: Any, fixed: list[str]) -> None:
         raise ConfigError(f"sweep file {p}: a search takes its cells from the search block; remove 'axes' and "
                           "'cells' (fixed settings go in 'fixed')")
     if set_here := sorted({o.split("=", 1)[0] for o in fixed} & {"objective.alpha", "data.repetitions"}):
-        raise ConfigError(f"sweep file {p}: 'fixed' sets {set_here}, which the search chooses; remove them")
+        raise ConfigError(f"sweep file {p}: 'fixed' or 'variants' set {set_here}, which the search chooses; "
+                          "remove them")
     if s.get("axis", "objective.alpha") != "objective.alpha":
         raise ConfigError(f"sweep file {p}: search axis {s.get('axis')!r} cannot be searched; use objective.alpha")
     if s.get("space", "alpha") not in ("alpha", "ar_share"):
@@ -389,9 +416,11 @@ def load_spec(path: str | Path) -> SweepSpec:
     name = raw.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
         raise ConfigError(f"sweep file {p}: 'name' must be a simple name (letters, digits, _ . -), got {name!r}")
-    fixed, axes, cells = _grid(p, raw)
+    variants = _variants(p, raw)
+    varied = [o for ov in variants.values() for o in ov]
+    fixed, axes, cells = _grid(p, raw, varied)
     launcher = _launcher(p, raw)
-    search = _search(p, raw, fixed, launcher) if "search" in raw else None
+    search = _search(p, raw, fixed + varied, launcher) if "search" in raw else None
     retries = raw.get("retries", 1)
     if not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"sweep file {p}: 'retries' must be a whole number >= 0")
@@ -402,13 +431,13 @@ def load_spec(path: str | Path) -> SweepSpec:
     if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 < grace <= 3600:
         raise ConfigError(f"sweep file {p}: 'grace' must be a number of seconds in (0, 3600], got {grace!r}")
     return SweepSpec(name=name, path=p, fixed=fixed, axes=axes, cells=cells, launcher=launcher,
-                     retries=retries, throughput=throughput, search=search, seeds=_seeds(p, raw, fixed, axes, cells),
-                     grace=float(grace))
+                     retries=retries, throughput=throughput, search=search,
+                     seeds=_seeds(p, raw, fixed + varied, axes, cells), grace=float(grace), variants=variants)
 
 
 def cell_overrides(spec: SweepSpec, extra: list[str] | None = None) -> list[list[str]]:
-    """Every run's overrides: fixed + one point of the axes product (+ one explicit cell) (+ seed=<s> for each
-    seed of ``seeds:``, the whole grid seed by seed), + extra."""
+    """Every run's overrides: fixed (+ one variant's) + one point of the axes product (+ one explicit cell)
+    (+ seed=<s> for each seed of ``seeds:``, the whole grid seed by seed), + extra."""
     if spec.seeds is not None and any(_is_seed_key(o.split("=", 1)[0]) for o in extra or []):
         raise ConfigError(f"sweep file {spec.path} sets the seeds ('seeds: ...'); drop seed= from the command line "
                           "or 'seeds' from the file")
@@ -417,9 +446,10 @@ def cell_overrides(spec: SweepSpec, extra: list[str] | None = None) -> list[list
     explicit = spec.cells or [{}]
     out = []
     for seed in spec.seeds if spec.seeds is not None else [None]:
-        for point in product:
-            for cell in explicit:
-                merged = {**point, **cell}
-                out.append([*spec.fixed, *(f"{k}={value_text(v)}" for k, v in merged.items()),
-                            *([f"seed={seed}"] * (seed is not None)), *(extra or [])])
+        for varied in spec.variants.values() or [[]]:
+            for point in product:
+                for cell in explicit:
+                    merged = {**point, **cell}
+                    out.append([*spec.fixed, *varied, *(f"{k}={value_text(v)}" for k, v in merged.items()),
+                                *([f"seed={seed}"] * (seed is not None)), *(extra or [])])
     return out

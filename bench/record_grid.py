@@ -1,6 +1,6 @@
 """A finished grid folder as a compact record for `bench/search_replay.py`: per done cell its semantic config
-(model, R, α, seed, objective.ar_loss_scale, the AR share) and its final metrics (summary.json's val/* and
-eval/* values); no checkpoints, no curves.
+(model, its non-embedding parameters, R, α, seed, objective.ar_loss_scale, the AR share) and its final metrics
+(summary.json's val/* and eval/* values); no checkpoints, no curves.
 
     python bench/record_grid.py runs/mini > bench/data/mini_grid.json
     python bench/record_grid.py runs/mini runs/mini-seeds > bench/data/mini_grid_2seeds.json   # two seeds per cell
@@ -32,7 +32,12 @@ def cell_record(row: dict) -> dict:
     return {"run_id": row["run_id"], "model": row["model"], "R": float(row["repetitions"]), "alpha": alpha,
             "seed": int(row["seed"]), "ar_loss_scale": scale, "ar_share": ar_share(alpha, scale),
             "alpha_schedule": info.get("objective.alpha_schedule") or "constant", "tokens": row["tokens"],
+            "params_non_embedding": _count(row.get("params_non_embedding")),
             "metrics": dict(sorted(metrics.items()))}
+
+
+def _count(x) -> int | None:
+    return int(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
 def record(*folders: Path) -> dict:

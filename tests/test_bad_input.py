@@ -130,7 +130,7 @@ DAMAGED = '{"state": "runn'  # cut short by a crash or a full disk
 CASES = {
     # ---------------------------------------------------------------- overrides
     "unknown config group option": lambda c: (c.train("model=huge"), [
-        "unknown option 'huge' for config group 'model'", "available: base, paper_470m, small, tiny"]),
+        "unknown option 'huge' for config group 'model'", "available: base, micro, nano, paper_470m, small, tiny"]),
     "unknown config key": lambda c: (c.train("train.nonsense=1"), [
         "unknown config key 'train.nonsense'", "run `dualobj config` to list the valid keys"]),
     "alpha outside [0, 1]": lambda c: (c.train("objective.alpha=1.5"), [

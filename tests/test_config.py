@@ -57,7 +57,8 @@ def test_defaults_are_the_laptop_setup():
                                    "objective.alpha=0.9"),
         (["data.repetitions=0"], "data.repetitions=0.0 must be a whole number >= 1"),
         (["data.repetitions=2.5"], "must be a whole number"),
-        (["model=huge"], "unknown option 'huge' for config group 'model'; available: base, paper_470m, small, tiny"),
+        (["model=huge"], "unknown option 'huge' for config group 'model'; available: base, micro, nano, paper_470m, "
+                         "small, tiny"),
         (["train.nonsense=1"], "unknown config key 'train.nonsense'"),
         (["train.tokens=100"], "below one optimizer step"),
         (["train.micro_batch_size=5"], "must divide train.batch_size=32"),

@@ -455,10 +455,12 @@ def test_replay_writes_its_own_section_of_results(tmp_path):
 def test_record_grid_keeps_config_and_final_metrics_only(tmp_path):
     R = bench_module("record_grid")
     fake_done_run(tmp_path / "grid", "a", {"val/ar_bpb": 2.5, "eval/avg/ar": 1.0, "eval_se/avg/ar": 0.5,
-                                           "tokens_per_s": 9.0}, {"alpha": 0.5, "ar_loss_scale": 2.0})
+                                           "tokens_per_s": 9.0, "params_non_embedding": 97600},
+                  {"alpha": 0.5, "ar_loss_scale": 2.0})
     rec = R.record(tmp_path / "grid")
     (cell,) = rec["cells"]
     assert cell["metrics"] == {"eval/avg/ar": 1.0, "val/ar_bpb": 2.5}
+    assert cell["params_non_embedding"] == 97600  # the size, for the transfer analysis
     assert (cell["R"], cell["alpha"], cell["seed"], cell["ar_loss_scale"]) == (1.0, 0.5, 0, 2.0)
     assert cell["ar_share"] == pytest.approx(2 / 3)
 

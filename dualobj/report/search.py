@@ -11,9 +11,23 @@ from dualobj.fmt import format_alpha
 from dualobj.report.plots import new_figure, save_figure
 
 
-def search_section(path: str | Path, out: Path, plots: bool = True) -> tuple[list[str], list[Path]]:
-    """The section's markdown lines and files (``search_trace.png``) for a folder holding a search trace;
-    nothing for any other folder."""
+def search_folders(path: str | Path) -> list[tuple[Path, str | None]]:
+    """The folders under ``path`` with a search trace and their labels: ``path`` itself (no label), or its
+    sub-folders named after the variants of a sweep file's ``variants:`` (one search each)."""
+    from dualobj.sweep.search import TRACE_FILE
+
+    path = Path(path)
+    if not path.is_dir():
+        return []
+    if (path / TRACE_FILE).is_file():
+        return [(path, None)]
+    return [(d, d.name) for d in sorted(path.iterdir()) if (d / TRACE_FILE).is_file()]
+
+
+def search_section(path: str | Path, out: Path, plots: bool = True,
+                   label: str | None = None) -> tuple[list[str], list[Path]]:
+    """The section's markdown lines and files (``search_trace.png``, ``search_trace_<label>.png``) for a
+    folder holding a search trace; nothing for any other folder."""
     from dualobj.sweep.search import (  # here: dualobj.sweep.search imports the report's GP
         read_trace,
         trace_cells,
@@ -24,7 +38,7 @@ def search_section(path: str | Path, out: Path, plots: bool = True) -> tuple[lis
         return [], []
     s = trace["settings"]
     cells = trace_cells(trace)
-    lines = ["## Adaptive search", "",
+    lines = [f"## Adaptive search{' — ' + label if label else ''}", "",
              f"{s['metric']} ({'lower' if s['goal'] == 'min' else 'higher'} is better), searched over "
              f"{_space_name(s['space'])} at R ∈ {{{', '.join(f'{r:g}' for r in s['conditions'])}}}: {len(cells)} cells "
              f"in {len(trace['rounds'])} rounds. AR share = s·α / (s·α + 1 − α) with objective.ar_loss_scale "
@@ -37,7 +51,8 @@ def search_section(path: str | Path, out: Path, plots: bool = True) -> tuple[lis
     final = next((r["posterior"] for r in reversed(trace["rounds"]) if r.get("posterior")), None)
     if final:
         lines += ["**Recommendation**", "", *_recommendation_table(final, cells, s), ""]
-    files = [plot_search_trace(trace, out / "search_trace.png")] if plots else []
+    name = f"search_trace{'_' + label if label else ''}.png"
+    files = [plot_search_trace(trace, out / name)] if plots else []
     if files:
         lines += [f"![search trace]({files[0].name})", ""]
     return lines, files

@@ -16,8 +16,9 @@ from dualobj.report.analysis import schedule_section, target_metrics
 from dualobj.report.items import paired_lines
 from dualobj.report.paper import paper_section
 from dualobj.report.plots import plot_curves, plot_heatmap, plot_title, plot_vs_alpha
-from dualobj.report.search import search_section
+from dualobj.report.search import search_folders, search_section
 from dualobj.report.tables import SIGN_CONVENTION, cells_frame, legend, pivot, to_csv, to_latex, to_markdown
+from dualobj.report.transfer import transfer_section
 from dualobj.run.status import counts_line, state_counts
 from dualobj.run.table import load_sweep
 
@@ -104,9 +105,13 @@ def write_report(path: str | Path, metrics: list[str] | None = None, formats: It
             text += lines
             files += figs
     text += schedule_section(runs, metrics)
-    lines, figs = search_section(path, out, plots)  # a search folder's trace (dualobj/sweep/search.py)
+    for folder, label in search_folders(path):  # a search folder's trace (dualobj/sweep/search.py), or a variant's
+        lines, figs = search_section(folder, out, plots, label)
+        text += lines
+        files += figs  # in place: files stays a ReportFiles
+    lines, figs = _transfer(path, runs, out, plots)
     text += lines
-    files += figs  # in place: files stays a ReportFiles
+    files += figs
     not_done = _not_done_lines(runs)
     if not_done:
         text += ["## Runs not done", "", *not_done, ""]
@@ -114,6 +119,26 @@ def write_report(path: str | Path, metrics: list[str] | None = None, formats: It
     if "md" in formats:
         files.insert(0, _write(out / "report.md", files.markdown))
     return files
+
+
+def _transfer(path: str | Path, runs: pd.DataFrame, out: Path, plots: bool) -> tuple[list[str], list[Path]]:
+    """:func:`transfer_section`; a failure becomes a note instead of a crash."""
+    try:
+        return transfer_section(runs, *_rule_metric(path, runs), out, plots)
+    except Exception as e:  # noqa: BLE001 - the analysis must never break the report
+        return ["## Does the best α transfer?", "", f"The rule fit failed: {type(e).__name__}: {e}", ""], []
+
+
+def _rule_metric(path: str | Path, runs: pd.DataFrame) -> tuple[str | None, bool]:
+    """The metric whose best α the transfer section fits: the searches' metric, else val/ar_bpb when the runs
+    have it; and whether lower is better."""
+    from dualobj.sweep.search import read_trace
+
+    for folder, _ in search_folders(path):
+        s = (read_trace(folder) or {}).get("settings") or {}
+        if s.get("metric") in runs:
+            return s["metric"], s.get("goal", "min") == "min"
+    return ("val/ar_bpb", True) if "val/ar_bpb" in runs else (None, True)
 
 
 def _analysis_targets(analysis: bool | None, asked: list[str] | None) -> list[str] | None | bool:

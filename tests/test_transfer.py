@@ -212,7 +212,8 @@ def test_search_variants_dry_run_plans_one_search_per_variant(tmp_path, capsys):
     run_sweep(spec, tmp_path / "out", [], dry_run=True, say=said.append, show=lambda x: None)
     text = "\n".join(said)
     assert "variant a (model=nano train.batch_size=4)" in text and "variant b (model=tiny)" in text
-    # nano: 8192 tokens at 1000 tokens/s, 3 rounds of 2 -> 24.6 s at most; tiny: 16.4 s a run -> 49.2 s (rounded down)
-    assert "takes at most ~0m24s of training" in text and "takes at most ~0m49s of training" in text
-    assert "2 searches, one after the other: at most ~1m13s of training in all" in text
+    # nano: 8192 tokens at 1000 tokens/s + 15 s, 3 rounds of 2 -> 69.6 s at most; tiny: 16.4 + 15 s -> 94.2 s
+    assert "takes at most ~1m09s (training, and ~15 s a run to start and validate)" in text
+    assert "takes at most ~1m34s (training" in text
+    assert "2 searches, one after the other: at most ~2m43s in all" in text
     assert not (tmp_path / "out").exists()  # a dry run writes nothing

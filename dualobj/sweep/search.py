@@ -527,16 +527,20 @@ def run_search(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: list
     return SweepResult()
 
 
+RUN_OVERHEAD_S = 15.0  # a run's start-up, validation and checkpoints beyond its training (a small model, 2 cores)
+
+
 def budget_seconds(design: list[Cell], s: SearchSpec) -> float:
-    """Wall seconds of the whole budget, at most: every run as long as the design's longest estimate, in rounds
-    of ``batch`` parallel runs."""
+    """Wall seconds of the whole budget, at most: every run as long as the design's longest estimate plus
+    :data:`RUN_OVERHEAD_S`, in rounds of ``batch`` parallel runs."""
     longest = max((c.est_s for c in design), default=0.0)
-    return math.ceil(s.budget / s.batch) * longest
+    return math.ceil(s.budget / s.batch) * (longest + RUN_OVERHEAD_S)
 
 
 def _time_line(design: list[Cell], s: SearchSpec) -> str:
     return (f"the whole budget ({s.budget} runs, {math.ceil(s.budget / s.batch)} rounds of {s.batch}) takes at "
-            f"most ~{hms(budget_seconds(design, s))} of training")
+            f"most ~{hms(budget_seconds(design, s))} (training, and ~{RUN_OVERHEAD_S:g} s a run to start and "
+            "validate)")
 
 
 def _run_variants(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: list[str], dry_run: bool,
@@ -554,5 +558,5 @@ def _run_variants(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: l
         if result.exit_code:
             return result
     if dry_run:
-        say(f"{len(spec.variants)} searches, one after the other: at most ~{hms(total)} of training in all")
+        say(f"{len(spec.variants)} searches, one after the other: at most ~{hms(total)} in all")
     return SweepResult()

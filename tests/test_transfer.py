@@ -139,6 +139,7 @@ def test_rule_draws_interval_holds_the_fit_to_the_recommendations():
     assert len(fit.draws) == 3 and fit.n_points == 4 and fit.n_sizes == 2
     assert fit.draws[:, 2].tolist() == [0, 0, 0]  # size-blind: c is 0 in every draw
     assert np.all(lo <= fit.theta + 1e-9) and np.all(fit.theta - 1e-9 <= hi)
+    assert np.all(lo <= fit.median) and np.all(fit.median <= hi)
 
 
 def test_report_has_no_transfer_section_for_one_size(tmp_path):

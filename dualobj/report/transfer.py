@@ -94,7 +94,8 @@ def rule_frame(fit, blind) -> pd.DataFrame:
         for k, name in enumerate(COEFFICIENTS):
             if form == "size-blind" and name == "c":
                 continue
-            rows.append({"form": form, "coefficient": name, "estimate": f.theta[k], "lo": lo[k], "hi": hi[k],
+            rows.append({"form": form, "coefficient": name, "estimate": f.median[k], "lo": lo[k], "hi": hi[k],
+                         "fit_to_recommended": f.theta[k],
                          "identified": f.identified, "identified_share": f.identified_share,
                          "n_draws": len(f.draws), "n_points": f.n_points, "n_sizes": f.n_sizes})
     return pd.DataFrame(rows)
@@ -105,11 +106,13 @@ MEANING = {"a": "log2 of the best share at R = 1, N = 10^6", "b": "per doubling 
 
 
 def rule_table(fit, blind) -> list[str]:
-    rows = ["| rule | coefficient | estimate | 90% interval | meaning |", "|---|---|---:|---|---|"]
+    rows = ["| rule | coefficient | median over draws | 90% interval | fit to the recommendations | meaning |",
+            "|---|---|---:|---|---:|---|"]
     for form, f in (("with size", fit), ("size-blind", blind)):
         lo, hi = f.interval(LEVEL)
         for k, name in enumerate(COEFFICIENTS[:3 if form == "with size" else 2]):
-            rows.append(f"| {form} | {name} | {f.theta[k]:+.3f} | [{lo[k]:+.3f}, {hi[k]:+.3f}] | {MEANING[name]} |")
+            rows.append(f"| {form} | {name} | {f.median[k]:+.3f} | [{lo[k]:+.3f}, {hi[k]:+.3f}] | {f.theta[k]:+.3f} | "
+                        f"{MEANING[name]} |")
     note = (f"Identified by the interior answers in {fit.identified_share:.0%} of the draws (with size) and "
             f"{blind.identified_share:.0%} (size-blind)" + ("" if fit.identified else
                                                              "; the recommendations alone do not identify it"))
@@ -150,14 +153,14 @@ def verdict(fit, sizes: list[SizeBest]) -> str:
         return (f"**The data do not identify the rule**: in {1 - fit.identified_share:.0%} of the posterior draws "
                 "the interior best shares (neither 0 nor 1) cannot fix a, b and c; more R levels between the last "
                 f"R where pure AR wins and the first where pure MD does would. {base}")
+    m = fit.median
     if lo[2] <= 0 <= hi[2]:
-        return (f"**c is within seed noise of 0** ({fit.theta[2]:+.2f}, 90% interval [{lo[2]:+.2f}, {hi[2]:+.2f}]): "
+        return (f"**c is within seed noise of 0** ({m[2]:+.2f}, 90% interval [{lo[2]:+.2f}, {hi[2]:+.2f}]): "
                 f"over {span} the best AR share does not measurably depend on model size; the rule's R term "
-                f"is b = {fit.theta[1]:+.2f} [{lo[1]:+.2f}, {hi[1]:+.2f}]. {base}")
-    per8 = 2 ** (3 * fit.theta[2])
-    return (f"**The best AR share depends on size**: c = {fit.theta[2]:+.2f} (90% interval [{lo[2]:+.2f}, "
-            f"{hi[2]:+.2f}]), i.e. the best share is {per8:.2f}x as large for an 8x larger model at the same R "
-            f"(over {span}); b = {fit.theta[1]:+.2f} [{lo[1]:+.2f}, {hi[1]:+.2f}]. {base}")
+                f"is b = {m[1]:+.2f} [{lo[1]:+.2f}, {hi[1]:+.2f}]. {base}")
+    return (f"**The best AR share depends on size**: c = {m[2]:+.2f} (90% interval [{lo[2]:+.2f}, {hi[2]:+.2f}]), "
+            f"i.e. where the rule is below 1 the best share is {2 ** (3 * m[2]):.2f}x as large for an 8x larger "
+            f"model at the same R (over {span}); b = {m[1]:+.2f} [{lo[1]:+.2f}, {hi[1]:+.2f}]. {base}")
 
 
 def plot_rule(sizes: list[SizeBest], fit, path: Path, metric: str) -> Path:
@@ -173,7 +176,7 @@ def plot_rule(sizes: list[SizeBest], fit, path: Path, metric: str) -> Path:
         shift = 2 ** (0.06 * (k - (len(sizes) - 1) / 2))  # side by side at each R
         ax.errorbar(sb.levels * shift, sb.best, yerr=[sb.best - lo, hi - sb.best], fmt="o", color=colors[sb.model],
                     capsize=3, ms=5, label=f"{sb.model} (N = {si(sb.params)})")
-        ax.plot(grid, predict(fit.theta, grid, sb.params), color=colors[sb.model], lw=1.2, alpha=0.8)
+        ax.plot(grid, predict(fit.median, grid, sb.params), color=colors[sb.model], lw=1.2, alpha=0.8)
     paper = [ar_share(min(1.0, 16 / r), PAPER_SCALE) for r in grid]
     ax.plot(grid, paper, "k--", lw=1, label="paper: α·R = 16 (AR loss ×2)")
     ax.set_xscale("log", base=2)
@@ -181,8 +184,8 @@ def plot_rule(sizes: list[SizeBest], fit, path: Path, metric: str) -> Path:
     ax.set_ylim(-0.03, 1.05)
     ax.set_xlabel("R (repetitions of the unique data)")
     ax.set_ylabel("best AR share")
-    ax.set_title(f"best AR share per size ({metric}; bars: {LEVEL:.0%} over posterior draws); lines: fitted rule",
-                 fontsize=8)
+    ax.set_title(f"best AR share per size ({metric}; bars: {LEVEL:.0%} over posterior draws); lines: the rule "
+                 "(median fit)", fontsize=8)
     ax.legend(fontsize=7, loc="lower left")
     return save_figure(fig, path)
 

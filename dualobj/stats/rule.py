@@ -181,6 +181,12 @@ class RuleFit:
         lo, hi = np.quantile(self.draws, [(1 - q) / 2, (1 + q) / 2], axis=0)
         return lo, hi
 
+    @property
+    def median(self) -> np.ndarray:
+        """The coefficients' median over the draws: the reported estimate (the fit to the recommendations can
+        sit at the edge of the draws, each recommendation being the edge of its own skewed spread)."""
+        return np.median(self.draws, axis=0)
+
 
 def rule_draws(sizes: list[SizeBest], size_term: bool = True, max_draws: int = 400) -> RuleFit:
     """The rule fitted to the recommendations and to each of the first ``max_draws`` joint posterior draws."""

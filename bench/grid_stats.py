@@ -30,7 +30,8 @@ def runs_frame(path: Path) -> pd.DataFrame:
     """A record's cells as the runs table `dualobj report` builds from run folders (done runs only)."""
     cells = json.loads(Path(path).read_text())["cells"]
     return pd.DataFrame([{"state": "done", "model": c["model"], "repetitions": c["R"], "alpha": c["alpha"],
-                          "seed": c["seed"], "run_id": c["run_id"], **c["metrics"]} for c in cells])
+                          "seed": c["seed"], "run_id": c["run_id"], "ar_share": c.get("ar_share"),
+                          "params_non_embedding": c.get("params_non_embedding"), **c["metrics"]} for c in cells])
 
 
 def calibration_lines(runs: pd.DataFrame) -> list[str]:

@@ -128,7 +128,8 @@ def test_report_recovers_a_planted_rule_within_its_intervals(tmp_path, theta):
         assert "**c is within seed noise of 0**" in text
     else:
         assert fit.loc["c", "hi"] < 0 and "**The best AR share depends on size**" in text
-        assert loso["mean_cost"].sum() <= loso["size_blind_mean_cost"].sum()  # the size term earns its place
+        assert loso["mean_cost"].sum() < loso["size_blind_mean_cost"].sum()  # the size term earns its place
+        assert "the size term carries over to a size it has not seen" in text
 
 
 def test_rule_draws_interval_holds_the_fit_to_the_recommendations():
@@ -218,3 +219,21 @@ def test_search_variants_dry_run_plans_one_search_per_variant(tmp_path, capsys):
     assert "takes at most ~1m34s (training" in text
     assert "2 searches, one after the other: at most ~2m43s in all" in text
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
+
+
+@pytest.mark.slow
+def test_recorded_transfer_grid_gives_the_readme_answers(tmp_path):
+    """bench/data/transfer_grid.json (sweeps/transfer.yaml's 120 runs) through bench/transfer_fit.py: the best
+    shares, the size term and the leave-one-size-out verdict the README quotes."""
+    from conftest import bench_module
+
+    body = bench_module("transfer_fit").report(ROOT / "bench" / "data" / "transfer_grid.json", out=tmp_path)
+    assert "| nano | 97.6k | 1 [13/16, 1] (7) | 1 [3/4, 1] (9) | 7/8 [11/16, 7/8] (9) | 5/8 [5/8, 3/4] (6) | " \
+           "9/16 [1/2, 5/8] (9) |" in body
+    assert "| tiny | 804k | 1 [15/16, 1] (5) | 1 [1, 1] (5) | 5/8 [1/2, 11/16] (12) | 5/16 [1/4, 3/8] (13) | " \
+           "0 [0, 0] (5) |" in body
+    rule = pd.read_csv(tmp_path / "alpha_rule.csv").set_index(["form", "coefficient"])
+    c = rule.loc[("with size", "c")]
+    assert c["hi"] < 0 and c["estimate"] == pytest.approx(-0.47, abs=0.01)
+    assert "the size-blind rule costs no more than the rule with the size term (summed mean cost 0.1267 against " \
+           "0.1690)" in body

@@ -43,7 +43,8 @@ def transfer_section(runs: pd.DataFrame, metric: str | None, lower: bool, out: P
              "or 0 enters as censored (the rule must predict above the midpoint to the next tried share, or below "
              f"half the smallest positive one); intervals: the rule re-fitted to {len(fit.draws)} joint posterior "
              f"draws (5th-95th percentile). {fit.n_points} (size, R) answers from {fit.n_sizes} sizes.", "",
-             *rule_table(fit, blind), "", *loso_table(loso, loso_blind), "", verdict(fit, sizes), ""]
+             *rule_table(fit, blind), "", *loso_table(loso, loso_blind), "", verdict(fit, sizes),
+             "", transfer_line(loso, loso_blind), ""]
     if plots:
         files.append(plot_rule(sizes, fit, out / "alpha_rule.png", metric))
         lines += [f"![best α per size]({files[-1].name})", ""]
@@ -163,6 +164,18 @@ def verdict(fit, sizes: list[SizeBest]) -> str:
             f"model at the same R (over {span}); b = {m[1]:+.2f} [{lo[1]:+.2f}, {hi[1]:+.2f}]. {base}")
 
 
+def transfer_line(loso: list[dict], blind: list[dict]) -> str:
+    """Whether the size term helps predict a size the fit has not seen (the sum over left-out sizes of the
+    mean cost over R)."""
+    with_c, without = sum(r["mean_cost"] for r in loso), sum(r["mean_cost"] for r in blind)
+    if with_c < without:
+        return (f"Leaving one size out, the rule with the size term costs less than the size-blind one (summed mean "
+                f"cost {with_c:.4f} against {without:.4f}): the size term carries over to a size it has not seen.")
+    return (f"Leaving one size out, the size-blind rule costs no more than the rule with the size term (summed mean "
+            f"cost {without:.4f} against {with_c:.4f}): whatever the size dependence is, the log-linear size term "
+            "does not predict a size it has not seen; read the table per size before using c.")
+
+
 def plot_rule(sizes: list[SizeBest], fit, path: Path, metric: str) -> Path:
     """The best AR share against R per size (interval bars), the fitted rule per size, and the paper's
     α·R = 16 on the AR-share axis (its α with the AR loss doubled)."""
@@ -184,8 +197,8 @@ def plot_rule(sizes: list[SizeBest], fit, path: Path, metric: str) -> Path:
     ax.set_ylim(-0.03, 1.05)
     ax.set_xlabel("R (repetitions of the unique data)")
     ax.set_ylabel("best AR share")
-    ax.set_title(f"best AR share per size ({metric}; bars: {LEVEL:.0%} over posterior draws); lines: the rule "
-                 "(median fit)", fontsize=8)
+    ax.set_title(f"best AR share per size ({metric}); bars: {LEVEL:.0%} of posterior draws; lines: the median rule",
+                 fontsize=8)
     ax.legend(fontsize=7, loc="lower left")
     return save_figure(fig, path)
 

@@ -28,7 +28,7 @@ def test_train_help_lists_the_groups_their_options_and_out():
     text = " ".join(res.stdout.split())
     for group, options in config.config_groups().items():
         assert f"{group}={'|'.join(options)}" in text, group
-    assert "model=base|paper_470m|small|tiny" in text
+    assert "model=base|micro|nano|paper_470m|small|tiny" in text
     assert "out=DIR" in text and "--config" in text and "SECTION.KEY=VALUE" in text
     assert "'eval.tasks=[val,lambada]'" in text  # a list override, quoted for the shell
 

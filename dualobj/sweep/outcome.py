@@ -53,6 +53,7 @@ class SweepResult:
 
     outcomes: list[CellOutcome] | None = field(default_factory=list)
     left: int = 0  # planned cells not done
+    est_s: float = 0.0  # a search's dry run: the longest its whole budget can take (seconds)
 
     @property
     def exit_code(self) -> int:

@@ -506,7 +506,7 @@ def run_search(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: list
             f"{s.budget - s.design_size} more in rounds of {s.batch}; {len(trace_cells(trace))} proposed so far; "
             f"{_time_line(design, s)}")
         if dry_run:
-            return SweepResult()
+            return SweepResult(est_s=budget_seconds(design, s))
         _add_round(run, trace, design_points(s), "design")
     while True:
         if (stopped := _train(run, trace)) is not None:
@@ -551,12 +551,10 @@ def _run_variants(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: l
     for name, overrides in spec.variants.items():
         say(f"variant {name} ({' '.join(overrides)}) in {folder / name}:")
         one = replace(spec, fixed=[*spec.fixed, *overrides], variants={})
-        if dry_run:
-            run, _ = _start(one, folder / name, list(extra), list(hydra_args), say)
-            total += budget_seconds(run.plan([run.entry(r, x) for r, x in design_points(one.search)]), one.search)
         result = run_search(one, folder / name, extra, hydra_args, dry_run, say, show, plan_table)
         if result.exit_code:
             return result
+        total += result.est_s
     if dry_run:
         say(f"{len(spec.variants)} searches, one after the other: at most ~{hms(total)} in all")
     return SweepResult()

@@ -153,7 +153,7 @@ def sweep(
     result = S.run_sweep(spec_, folder, list(args or []), dry_run=dry_run,
                          say=lambda m: console.print(m, highlight=False, markup=False),
                          show=lambda x: stdout().print(x, highlight=False, markup=False),
-                         plan_table=lambda cells: views.plan_table(spec_.name, folder, cells, spec_.seeds))
+                         plan_table=lambda cells, where: views.plan_table(spec_.name, where, cells, spec_.seeds))
     raise typer.Exit(result.exit_code)
 
 

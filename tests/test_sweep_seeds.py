@@ -80,6 +80,7 @@ def test_bad_seeds_get_one_line_naming_the_problem_and_the_fix(tmp_path, value, 
     ("fixed", "name: g\nfixed: {model: tiny, seed: 4}\naxes: {objective.alpha: [0, 1]}\n"),
     ("axes", "name: g\nfixed: [model=tiny]\naxes: {objective.alpha: [0, 1], seed: [0, 1]}\n"),
     ("cells", "name: g\nfixed: [model=tiny]\ncells:\n  - {objective.alpha: 0}\n  - {objective.alpha: 1, seed: 1}\n"),
+    ("variants", "name: g\nvariants: {a: [model=tiny, seed=3]}\naxes: {objective.alpha: [0, 1]}\n"),
 ])
 def test_seeds_and_seed_elsewhere_in_the_file_are_refused(tmp_path, where, text):
     with pytest.raises(ConfigError) as e:

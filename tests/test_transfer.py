@@ -210,10 +210,12 @@ def test_search_variants_dry_run_plans_one_search_per_variant(tmp_path, capsys):
                                           "search: {metric: val/ar_bpb, values: [0, 1/2, 1], "
                                           "conditions: {data.repetitions: [1, 4]}, initial: [1], budget: 6}\n"
                                           "throughput: {nano: 1000, tiny: 500}\nlauncher: {name: joblib, jobs: 2}\n"))
-    said = []
-    run_sweep(spec, tmp_path / "out", [], dry_run=True, say=said.append, show=lambda x: None)
+    said, tables = [], []
+    run_sweep(spec, tmp_path / "out", [], dry_run=True, say=said.append, show=lambda x: None,
+              plan_table=lambda cells, where: tables.append((len(cells), where)))
     text = "\n".join(said)
     assert "variant a (model=nano train.batch_size=4)" in text and "variant b (model=tiny)" in text
+    assert tables == [(2, tmp_path / "out" / "a"), (2, tmp_path / "out" / "b")]  # each plan names its own folder
     # nano: 8192 tokens at 1000 tokens/s + 15 s, 3 rounds of 2 -> 69.6 s at most; tiny: 16.4 + 15 s -> 94.2 s
     assert "takes at most ~1m09s (training, and ~15 s a run to start and validate)" in text
     assert "takes at most ~1m34s (training" in text

@@ -9,13 +9,12 @@ import numpy as np
 
 from dualobj.fmt import format_alpha
 from dualobj.report.plots import new_figure, save_figure
+from dualobj.sweep.search import TRACE_FILE, read_trace, to_alpha, trace_cells
 
 
 def search_folders(path: str | Path) -> list[tuple[Path, str | None]]:
     """The folders under ``path`` with a search trace and their labels: ``path`` itself (no label), or its
     sub-folders named after the variants of a sweep file's ``variants:`` (one search each)."""
-    from dualobj.sweep.search import TRACE_FILE
-
     path = Path(path)
     if not path.is_dir():
         return []
@@ -28,11 +27,6 @@ def search_section(path: str | Path, out: Path, plots: bool = True,
                    label: str | None = None) -> tuple[list[str], list[Path]]:
     """The section's markdown lines and files (``search_trace.png``, ``search_trace_<label>.png``) for a
     folder holding a search trace; nothing for any other folder."""
-    from dualobj.sweep.search import (  # here: dualobj.sweep.search imports the report's GP
-        read_trace,
-        trace_cells,
-    )
-
     trace = read_trace(path) if Path(path).is_dir() else None
     if not trace or not trace["rounds"]:
         return [], []
@@ -94,8 +88,6 @@ def _posterior_table(trace: dict) -> list[str]:
 def _recommendation_table(final: list[dict], cells: list[dict], s: dict) -> list[str]:
     """Per R: the recommendation, P(within delta of the best), resolved or not, the α it could not separate,
     and the cells (distinct α) and runs (seeds counted) spent there."""
-    from dualobj.sweep.search import to_alpha
-
     delta = s.get("delta")
     rows = [f"| R | recommended α | AR share | predicted {s['metric']} | P(within {_num(delta)} of the best) | "
             "answer | not separated from α | cells | runs |", "|---:|---:|---:|---:|---:|---|---|---:|---:|"]
@@ -120,8 +112,6 @@ def _num(v) -> str:
 def plot_search_trace(trace: dict, path: str | Path) -> Path:
     """One panel per R: the values tried in each round (dots, coloured by the metric), the posterior mean
     ± std of the best value after each round (line and band) and the recommended value (stars)."""
-    from dualobj.sweep.search import trace_cells
-
     s = trace["settings"]
     levels = s["conditions"]
     fig = new_figure(2.4 * len(levels) + 0.8, 3.2)

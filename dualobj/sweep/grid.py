@@ -21,7 +21,7 @@ def run_sweep(spec: SweepSpec, folder: Path, args: list[str], dry_run: bool = Fa
     """Run every cell of ``spec`` that is not done (or the adaptive search), into ``folder``.
 
     ``args``: hydra/launcher=... and hydra.launcher.* go to the launcher, the rest are overrides of every
-    cell. ``say`` prints a line, ``show`` a renderable, ``plan_table(cells)`` makes the plan's table."""
+    cell. ``say`` prints a line, ``show`` a renderable, ``plan_table(cells, folder)`` makes the plan's table."""
     hydra_args = [a for a in args if a.startswith(("hydra/", "hydra."))]
     extra = [a for a in args if a not in hydra_args]
     if spec.search is not None:
@@ -40,7 +40,7 @@ def run_grid(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: list[s
     good = [c for c in cells if c.cfg is not None and not c.error]
     todo = [c for c in good if c.state != "done"]
     if plan_table is not None:
-        show(plan_table(cells))
+        show(plan_table(cells, folder))
     show(launcher_line(launcher_ov, threads, good, todo))
     if dry_run:
         show(f"launcher config ({' '.join(launcher_ov)}):")

@@ -491,16 +491,17 @@ def run_search(spec: SweepSpec, folder: Path, extra: list[str], hydra_args: list
                plan_table: Callable | None = None) -> SweepResult:
     """Run (or resume) the adaptive search of ``spec`` in ``folder``; returns a SweepResult.
 
-    ``say`` prints progress lines, ``show`` a renderable, ``plan_table(cells)`` makes the plan table. A spec with
-    ``variants:`` runs one search per variant, in ``folder/<variant>``, one after the other."""
+    ``say`` prints progress lines, ``show`` a renderable, ``plan_table(cells, folder)`` makes the plan table. A
+    spec with ``variants:`` runs one search per variant, in ``folder/<variant>``, one after the other."""
     if spec.variants:
         return _run_variants(spec, Path(folder), extra, hydra_args, dry_run, say, show, plan_table)
-    run, trace = _start(spec, Path(folder), list(extra), list(hydra_args), say)
+    folder = Path(folder)
+    run, trace = _start(spec, folder, list(extra), list(hydra_args), say)
     s = spec.search
     if not trace["rounds"] or dry_run:
         design = run.plan([run.entry(r, x) for r, x in design_points(s)])
         if plan_table is not None:
-            show(plan_table(design))
+            show(plan_table(design, folder))
         say(f"search: {s.metric} ({s.goal}) over {s.space} ∈ {{{', '.join(format_alpha(v) for v in s.values)}}} at "
             f"R ∈ {{{', '.join(f'{r:g}' for r in s.conditions)}}}: the {s.design_size} cells above, then up to "
             f"{s.budget - s.design_size} more in rounds of {s.batch}; {len(trace_cells(trace))} proposed so far; "

@@ -385,7 +385,8 @@ def _seed_list(p: Path, x: Any) -> list[int]:
     return list(x)
 
 
-def _seeds(p: Path, raw: dict, fixed: list[str], axes: dict, cells: list[dict]) -> list[int] | None:
+def _seeds(p: Path, raw: dict, fixed: list[str], varied: list[str], axes: dict,
+           cells: list[dict]) -> list[int] | None:
     """The ``seeds:`` axis, or None without one; refused where something else sets the seed too."""
     if raw.get("seeds") is None:
         if "seeds" in raw:
@@ -394,7 +395,8 @@ def _seeds(p: Path, raw: dict, fixed: list[str], axes: dict, cells: list[dict]) 
     seeds = _seed_list(p, raw["seeds"])
     if "search" in raw:
         raise ConfigError(f"sweep file {p}: the adaptive search chooses its own seeds; remove 'seeds'")
-    keys = {"fixed": [o.split("=", 1)[0] for o in fixed], "axes": list(axes), "cells": [k for c in cells for k in c]}
+    keys = {"fixed": [o.split("=", 1)[0] for o in fixed], "variants": [o.split("=", 1)[0] for o in varied],
+            "axes": list(axes), "cells": [k for c in cells for k in c]}
     if where := [name for name, ks in keys.items() if any(map(_is_seed_key, ks))]:
         raise ConfigError(f"sweep file {p}: 'seeds' and seed in '{where[0]}' both set the seed; remove one of them")
     return seeds
@@ -432,7 +434,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise ConfigError(f"sweep file {p}: 'grace' must be a number of seconds in (0, 3600], got {grace!r}")
     return SweepSpec(name=name, path=p, fixed=fixed, axes=axes, cells=cells, launcher=launcher,
                      retries=retries, throughput=throughput, search=search,
-                     seeds=_seeds(p, raw, fixed + varied, axes, cells), grace=float(grace), variants=variants)
+                     seeds=_seeds(p, raw, fixed, varied, axes, cells), grace=float(grace), variants=variants)
 
 
 def cell_overrides(spec: SweepSpec, extra: list[str] | None = None) -> list[list[str]]:

@@ -76,6 +76,48 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int = 256, calls:
     return 2 * n**3 / max(best, 1e-9) / 1e9
 
 
+def where(device: torch.device) -> str:
+    """The torch version, device and (on CPU) vector ISA: what a kernel's numbers depend on."""
+    return f"torch {torch.__version__}, {device.type}" + (f", CPU capability {cpu_capability()}"
+                                                           if device.type == "cpu" else "")
+
+
+@torch.no_grad()
+def _nonzero_weights(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Give every all-zero weight matrix (zero-initialised output projections, which hide whatever feeds
+    them) random values of its fan-in's scale; returns (parameter, saved copy) pairs to restore."""
+    g = torch.Generator().manual_seed(0)
+    saved = []
+    for p in model.parameters():
+        if p.dim() == 2 and not p.any():
+            saved.append((p, p.detach().clone()))
+            p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
+    return saved
+
+
+def compile_problem(model: torch.nn.Module, compiled, args: tuple, autocast_ctx=None) -> str | None:
+    """None if ``compiled`` (``torch.compile(model)``) gives the eager model's logits on ``args``, else what
+    is wrong, in a few words. Run with grad enabled at the training batch's shape, so it compiles exactly
+    the graph training will use (no extra compile); zero weights are given values for the probe, so that
+    attention reaches the logits, and restored bit for bit. Tolerance: 1e-3 of the logits' scale in fp32,
+    3e-2 under bf16 autocast (fusion rounds bf16 differently). Backward and validation graphs are not probed."""
+    saved = _nonzero_weights(model)
+    try:
+        with autocast_ctx or contextlib.nullcontext():
+            eager = model(*args).detach().float()
+            comp = compiled(*args).detach().float()
+    finally:
+        with torch.no_grad():
+            for p, v in saved:
+                p.copy_(v)
+    if not torch.isfinite(comp).all() and torch.isfinite(eager).all():
+        bad = int((~torch.isfinite(comp)).sum())
+        return f"gives non-finite logits ({bad:,} of {comp.numel():,}) where eager's are finite"
+    rel = float((comp - eager).abs().max()) / max(float(eager.abs().max()), 1e-6)
+    tol = 3e-2 if autocast_ctx is not None else 1e-3
+    return None if rel <= tol else f"differs from eager by up to {rel:.2g} of the logits' scale (allowed {tol:g})"
+
+
 def autocast(bf16: bool, device: torch.device):
     """A fresh bf16 autocast context for ``device``, or a no-op one (use it in a ``with``)."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()

@@ -33,11 +33,11 @@ from dualobj.errors import ConfigError, DualObjError, EvalStopped, RunDirError
 from dualobj.faults import maybe_die, maybe_hold
 from dualobj.logger import LocalLogger, make_logger
 from dualobj.metrics import batch_rows, validation_metrics
-from dualobj.model import Transformer
+from dualobj.model import Transformer, document_ids
 from dualobj.objective import Draws, DualObjective, ar_rows_from_prefix, ce_and_lse
 from dualobj.optim import build_optimizer, set_lr
 from dualobj.run import RunDir, atomic_write, read_json, sha256_file, write_json
-from dualobj.runtime import Dist, native_bf16, pick_device, precision_note, use_bf16
+from dualobj.runtime import Dist, compile_problem, native_bf16, pick_device, precision_note, use_bf16, where
 
 # SIGTERM / SIGUSR1: what SLURM sends before pre-emption; SIGUSR2: submitit's time-out signal.
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
@@ -161,13 +161,32 @@ class Trainer:
             self.ddp = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                            broadcast_buffers=False, gradient_as_bucket_view=True)
             self.forward = torch.compile(self.ddp) if t.compile else self.ddp
+        compiled = t.compile and self._compiled_model_ok()
         # The loss tail (fp32 log-softmax over the vocabulary, CE and z-loss) compiles to a third of its
         # eager cost, which is a sixth of a `tiny` bf16 step on a CPU.
         c = self.corpus
         self.objective = DualObjective(cfg.objective, bos_id=c.bos_id, mask_id=c.mask_id,
                                        special_ids=torch.tensor(c.special_ids, dtype=torch.long),
-                                       token_losses=torch.compile(ce_and_lse, dynamic=False) if t.compile else None)
+                                       token_losses=torch.compile(ce_and_lse, dynamic=False) if compiled else None)
         self.opt = build_optimizer(self.model, t, bf16=native_bf16(self.device))
+
+    def _compiled_model_ok(self) -> bool:
+        """Compiled kernels are checked before they are trusted: the compiled model's logits on the first
+        micro-batch's windows (half the rows causal, half bidirectional, packed documents) must match the
+        eager model's (``compile_problem``); if not, one line says so and the run trains eager."""
+        t = self.cfg.train
+        mb = t.micro_batch_size or t.batch_size // self.dist.world
+        x = torch.from_numpy(self.stream.get(np.arange(mb)))[:, :-1]
+        args = (x.to(self.device), (torch.arange(mb) % 2 == 0).to(self.device),
+                document_ids(x, self.corpus.bos_id).to(self.device))
+        problem = compile_problem(self.model, self.forward_eval, args, self.autocast)
+        if problem is None:
+            return True
+        self.say(f"compile: the compiled model {problem} on a probe batch ({where(self.device)}); "
+                 f"training eager instead, as with train.compile=false")
+        self.forward_eval = self.model
+        self.forward = self.ddp if self.ddp is not None else self.model
+        return False
 
     def setup(self) -> None:
         self._setup_runtime()

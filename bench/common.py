@@ -37,8 +37,9 @@ def machine() -> str:
 
 def capability() -> str:
     """The CPU's vector ISA as torch reports it, with what decides bf16's speed: native bf16 dot products
-    (AVX512_BF16) and AMX tiles, read from /proc/cpuinfo's flags. E.g. "AVX2" or "AVX512, AVX512-BF16"."""
-    from dualobj.runtime import cpu_capability
+    (AVX512_BF16) and AMX tiles, read from /proc/cpuinfo's flags. E.g. "AVX2" or "AVX512, AVX512-BF16"; a flag
+    the CPU has but oneDNN is told not to use (``ONEDNN_MAX_CPU_ISA=AVX2``, docs/avx2.md) is marked "unused"."""
+    from dualobj.runtime import cpu_capability, native_bf16
 
     flags = set()
     try:
@@ -49,6 +50,8 @@ def capability() -> str:
     except OSError:
         pass
     extra = [name for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX")) if flag in flags]
+    if not native_bf16(torch.device("cpu")):
+        extra = [f"{name} unused" for name in extra]
     return ", ".join([cpu_capability(), *extra])
 
 

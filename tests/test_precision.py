@@ -102,3 +102,62 @@ def test_fp32_newton_schulz_pads_to_an_aligned_width_without_changing_the_map():
             optim._ALIGN = 64
         assert padded.shape == g.shape
         torch.testing.assert_close(padded, plain, rtol=1e-5, atol=1e-6)
+
+
+# torch's and oneDNN's own switches: the ISA dispatch of an AVX2 host without bf16, on any x86 host. The
+# hardware's speed stays this host's, so this checks decisions, not timings (docs/avx2.md).
+AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+PROBE = """
+import json, sys, torch
+from dualobj import config, runtime
+from dualobj.train import Trainer
+cfg = config.load(["train=paper", "model=nano", "train.tokens=4096", "train.batch_size=4",
+                   "train.micro_batch_size=2", "train.compile=false", "train.progress=false", *sys.argv[1:]])
+Trainer.say = lambda self, m: print("SAY", m, file=sys.stderr)
+tr = Trainer(cfg, out=sys.argv[0] + "-unused")
+tr.setup()
+muon = [o for o in tr.opt.optimizers if hasattr(o, "ns_dtype")]
+print(json.dumps({"capability": runtime.cpu_capability(), "native": runtime.native_bf16(torch.device("cpu")),
+                  "autocast": tr.bf16, "ns_dtype": [str(o.ns_dtype) for o in muon]}))
+"""
+
+
+def _avx2_probe(tmp_path, *overrides):
+    import json
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip(f"ATEN_CPU_CAPABILITY=avx2 needs an x86-64 CPU, this is {platform.machine()}")
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    p = subprocess.run([sys.executable, str(script), *overrides], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, **AVX2})
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1]), [ln[4:] for ln in p.stderr.splitlines() if
+                                                           ln.startswith("SAY ")]
+
+
+def test_an_avx2_host_runs_the_paper_preset_in_fp32_with_one_line(tmp_path):
+    """The real detection chain, no monkeypatching: with torch's and oneDNN's dispatch held to AVX2, the
+    paper preset (precision auto, Muon) trains in fp32 and orthogonalises in fp32, and says so once."""
+    got, said = _avx2_probe(tmp_path)
+    assert got == {"capability": "AVX2", "native": False, "autocast": False, "ns_dtype": ["torch.float32"]}
+    notes = [s for s in said if "bf16" in s]
+    assert notes == [f"precision: fp32, since this cpu has no native bf16 (torch {torch.__version__}, CPU "
+                     "capability AVX2); bf16 would be emulated"], said
+
+
+def test_an_avx2_host_keeps_an_explicit_bf16_with_its_measured_slowdown(tmp_path):
+    import re
+
+    got, said = _avx2_probe(tmp_path, "train.precision=bf16")
+    assert got["autocast"] is True and got["ns_dtype"] == ["torch.float32"]  # Muon stays fp32: bf16 is emulated
+    (note,) = [s for s in said if "bf16" in s]
+    m = re.fullmatch(r"warning: train\.precision=bf16 kept, but this cpu has no native bf16 \(torch .*, CPU "
+                     r"capability AVX2\): a bf16 matmul runs ([\d,]+)x slower than fp32 here \(([\d.,]+) vs "
+                     r"([\d.,]+) GFLOP/s measured\); train\.precision=auto picks fp32", note)
+    assert m, note
+    assert int(m[1].replace(",", "")) >= 5  # emulated bf16: tens to a hundred times slower on every x86 seen

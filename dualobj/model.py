@@ -200,13 +200,12 @@ class Transformer(nn.Module):
         forward and again in its backward when handed the boolean one; the same numbers, converted once.
         """
         backend = self._backend(idx)
-        if backend == "flex":
-            return attention_mask(idx.shape[1], causal, doc_ids, idx.device, backend, prefix_len)
-        dtype = torch.float32 if backend == "math" else self._compute_dtype(idx.device)
-        outside = not idx.is_cuda and torch.compiler.is_compiling()  # see _additive_mask_outside_graph
-        build = _additive_mask_outside_graph if outside else _additive_mask
-        bias = build(idx.shape[1], causal, doc_ids, idx.device, dtype, prefix_len)
-        return _Bias(bias) if backend == "math" else bias
+        mask = attention_mask(idx.shape[1], causal, doc_ids, idx.device, backend, prefix_len)
+        if backend == "math":
+            return _Bias(_additive(mask, torch.float32))
+        if backend == "sdpa":
+            return _additive(mask, self._compute_dtype(idx.device))
+        return mask
 
     def _compute_dtype(self, device) -> torch.dtype:
         """The dtype of the linear layers' outputs: autocast's where it is on, else the weights'."""
@@ -279,11 +278,6 @@ class _Bias(NamedTuple):
 def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """0 where ``mask`` is True, -inf where it is False, in ``dtype``."""
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
-
-
-def _additive_mask(t, causal, doc_ids, device, dtype, prefix_len=None) -> torch.Tensor:
-    """The additive form of ``attention_mask`` (what sdpa and the math attention take) in ``dtype``."""
-    return _additive(attention_mask(t, causal, doc_ids, device, "sdpa", prefix_len), dtype)
 
 
 def _math_attention(q, k, v, bias: torch.Tensor) -> torch.Tensor:
@@ -390,12 +384,6 @@ def _flex_probe_diff(device: torch.device) -> float:
 # the first call only, so a process that never compiles nor uses flex (eval, sweep cells) never pays it.
 _flex_mask_outside_graph = torch._disable_dynamo(_flex_mask)
 _flex_check_outside_graph = torch._disable_dynamo(flex_check)
-# The dense masks too, on CPU: inductor's CPU code for building one (torch 2.13) can step through a row at
-# one vector width and store at another, writing past its buffer (wrong numbers, a corrupted heap) as
-# bench/compile_mask_repro.py shows. Built eagerly, the mask is a graph input; a compiled `tiny` step takes
-# as long as with the mask in the graph (bench/RESULTS.md). Which mask a layer gets is still decided inside
-# the graph (``_backend``), where a compiled model's flex check knows it is compiled.
-_additive_mask_outside_graph = torch._disable_dynamo(_additive_mask)
 
 
 def document_ids(idx: torch.Tensor, bos_id: int) -> torch.Tensor:

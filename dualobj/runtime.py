@@ -76,6 +76,23 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int = 256, calls:
     return 2 * n**3 / max(best, 1e-9) / 1e9
 
 
+def isolate_compile_cache() -> str:
+    """Give torch.compile's cache a folder of this CPU capability's own (``<dir>/cpu-AVX2`` etc., under
+    ``TORCHINDUCTOR_CACHE_DIR`` or torch's default) and return it. torch 2.13 keys its cached CPU code
+    without the vector ISA: code made under ``ATEN_CPU_CAPABILITY=avx2`` (``make test-avx2``), or on another
+    host sharing the folder, is reused and compiled for this CPU's wider vectors, and then writes past its
+    buffers (NaN losses, aborts; bench/compile_cache_repro.py). Idempotent; child processes inherit it
+    through the environment."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    base = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default_cache_dir()
+    leaf = f"cpu-{cpu_capability()}"
+    if os.path.basename(os.path.normpath(base)) != leaf:
+        base = os.path.join(base, leaf)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = base
+    return base
+
+
 def where(device: torch.device) -> str:
     """The torch version, device and (on CPU) vector ISA: what a kernel's numbers depend on."""
     return f"torch {torch.__version__}, {device.type}" + (f", CPU capability {cpu_capability()}"

@@ -37,7 +37,16 @@ from dualobj.model import Transformer, document_ids
 from dualobj.objective import Draws, DualObjective, ar_rows_from_prefix, ce_and_lse
 from dualobj.optim import build_optimizer, set_lr
 from dualobj.run import RunDir, atomic_write, read_json, sha256_file, write_json
-from dualobj.runtime import Dist, compile_problem, native_bf16, pick_device, precision_note, use_bf16, where
+from dualobj.runtime import (
+    Dist,
+    compile_problem,
+    isolate_compile_cache,
+    native_bf16,
+    pick_device,
+    precision_note,
+    use_bf16,
+    where,
+)
 
 # SIGTERM / SIGUSR1: what SLURM sends before pre-emption; SIGUSR2: submitit's time-out signal.
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
@@ -153,6 +162,7 @@ class Trainer:
         self.model.check_attention(self.device, compiled=t.compile)  # a wrong flex kernel falls back to dense
         if t.compile:  # a sweep worker trains many runs in one process: start each with a fresh
             torch._dynamo.reset()  # recompile budget, or later runs silently fall back to eager
+            isolate_compile_cache()
         self.forward_eval = torch.compile(self.model) if t.compile else self.model
         self.forward = self.forward_eval
         if self.dist.enabled:  # DDP averages gradients over ranks; each rank's loss is scaled to a sum

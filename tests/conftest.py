@@ -65,6 +65,14 @@ MICRO = [
 ]
 
 
+def pytest_configure(config):
+    """Tests that call torch.compile themselves get the trainer's per-capability compile cache too, so a
+    `make test-avx2` and a `make test` on one host never run each other's compiled code."""
+    from dualobj.runtime import isolate_compile_cache
+
+    isolate_compile_cache()
+
+
 def pytest_collection_modifyitems(config, items):
     """The slow tests start first (the test marked ``longest`` before them), so that under pytest-xdist
     the long ones overlap the many short ones instead of running alone at the end; and tests marked

@@ -85,3 +85,17 @@ def test_a_compiled_run_that_matches_says_nothing_and_stays_compiled(micro, tmp_
     if any(s.startswith("compile:") for s in said):  # a host whose inductor is wrong (docs: the AVX2 check)
         pytest.skip(f"the compiled model is wrong on this host, so the run trains eager: {said}")
     assert tr.forward is not tr.model
+
+
+def test_the_compile_cache_has_a_folder_per_cpu_capability(tmp_path, monkeypatch):
+    """Code cached under one vector ISA is never reused under another (torch keys its CPU cache without it)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "shared"))
+    mine = runtime.isolate_compile_cache()
+    assert mine == str(tmp_path / "shared" / f"cpu-{runtime.cpu_capability()}")
+    assert runtime.isolate_compile_cache() == mine  # idempotent: a child process does not nest it again
+    import os
+
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == mine
+    monkeypatch.setattr(runtime, "cpu_capability", lambda: "AVX2")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "shared"))
+    assert runtime.isolate_compile_cache() == str(tmp_path / "shared" / "cpu-AVX2")

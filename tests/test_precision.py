@@ -105,7 +105,8 @@ def test_fp32_newton_schulz_pads_to_an_aligned_width_without_changing_the_map():
 
 
 # torch's and oneDNN's own switches: the ISA dispatch of an AVX2 host without bf16, on any x86 host. The
-# hardware's speed stays this host's, so this checks decisions, not timings (docs/avx2.md).
+# hardware's speed stays this host's, so this checks decisions, not timings (README, "Checking the AVX2
+# code paths"; `make test-avx2` runs the whole suite so).
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 PROBE = """
 import json, sys, torch
@@ -159,5 +160,4 @@ def test_an_avx2_host_keeps_an_explicit_bf16_with_its_measured_slowdown(tmp_path
     m = re.fullmatch(r"warning: train\.precision=bf16 kept, but this cpu has no native bf16 \(torch .*, CPU "
                      r"capability AVX2\): a bf16 matmul runs ([\d,]+)x slower than fp32 here \(([\d.,]+) vs "
                      r"([\d.,]+) GFLOP/s measured\); train\.precision=auto picks fp32", note)
-    assert m, note
-    assert int(m[1].replace(",", "")) >= 5  # emulated bf16: tens to a hundred times slower on every x86 seen
+    assert m, note  # the ratio is measured on the spot: its value depends on the host and its load

@@ -121,7 +121,8 @@ def compile_problem(model: torch.nn.Module, compiled, args: tuple, autocast_ctx=
     saved = _nonzero_weights(model)
     try:
         with autocast_ctx or contextlib.nullcontext():
-            eager = model(*args).detach().float()
+            with torch.no_grad():  # the same numbers, without holding a second set of activations
+                eager = model(*args).float()
             comp = compiled(*args).detach().float()
     finally:
         with torch.no_grad():

@@ -83,7 +83,7 @@ def test_a_compiled_run_that_matches_says_nothing_and_stays_compiled(micro, tmp_
     tr = train_mod.Trainer(cfg, out=str(tmp_path))
     tr.setup()
     if any(s.startswith("compile:") for s in said):  # a host whose inductor is wrong (docs: the AVX2 check)
-        pytest.skip(f"the compiled model is wrong on this host, so the run trains eager: {said}")
+        pytest.skip(reason=f"the compiled model is wrong on this host, so the run trains eager: {said}")
     assert tr.forward is not tr.model
 
 

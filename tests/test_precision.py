@@ -131,7 +131,7 @@ def _avx2_probe(tmp_path, *overrides):
     import sys
 
     if platform.machine() not in ("x86_64", "AMD64"):
-        pytest.skip(f"ATEN_CPU_CAPABILITY=avx2 needs an x86-64 CPU, this is {platform.machine()}")
+        pytest.skip(reason=f"ATEN_CPU_CAPABILITY=avx2 needs an x86-64 CPU, this is {platform.machine()}")
     script = tmp_path / "probe.py"
     script.write_text(PROBE)
     p = subprocess.run([sys.executable, str(script), *overrides], capture_output=True, text=True, timeout=600,

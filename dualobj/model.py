@@ -19,8 +19,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dualobj.runtime import where as runtime_where
-
 if TYPE_CHECKING:
     from dualobj.config import ModelConfig
 
@@ -348,7 +346,8 @@ def flex_check(device: torch.device, compiled: bool) -> bool:
     that passes cannot vouch for the model's own compile."""
     key = (device.type, compiled)
     if key not in _FLEX_CHECKED:
-        where = runtime_where(device)
+        where = (f"torch {torch.__version__}, {device.type}"
+                 + (f", CPU capability {torch.backends.cpu.get_cpu_capability()}" if device.type == "cpu" else ""))
         kind = "compiled" if compiled else "eager"
         if compiled and device.type == "cpu":
             problem = "gives wrong numbers in some compiles (bench/flex_cpu_repro.py)"
